@@ -1,0 +1,37 @@
+# raincheck: `make run` runs the whole pipeline, `make test` runs the tests.
+# Both create the virtual environment on first use.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.raincheck-installed
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: run test venv bench serve stop clean-state help
+
+help:
+	@echo "make run    - whole pipeline on the default pool: fetch photos, curate, synthesize, train, evaluate, register"
+	@echo "make test   - the test suite"
+	@echo "make bench  - performance benchmarks (benchmarks/)"
+	@echo "make venv   - only create/update the virtual environment ($(VENV))"
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "[raincheck] installing packages into $(VENV) (first time: a few minutes)"
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@$(PY) -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m flows retrain
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	@test -f requirements-bench.txt && $(PY) -m pip install -q -r requirements-bench.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b; done

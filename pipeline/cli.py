@@ -1,0 +1,168 @@
+"""`raincheck` / `python -m pipeline`: one subcommand per step, plus registry and prediction.
+
+Steps take no hyperparameter flags: everything that changes a result comes from params.yaml
+(override with `dvc exp run -S key=value`). Heavy imports happen inside each command so that
+`--help` answers instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# step name -> (module, entry function, one-line help). The same names are the params sections,
+# the DVC stages and the Prefect tasks.
+STEPS = {
+    "ingest": ("pipeline.ingestion.ingest", "run_ingest", "build the raw background pool in data/ from the configured sources"),
+    "curate": ("pipeline.curation.curate", "run_curate", "measure, dedupe, split and select background patches; run the data checks"),
+    "synthesize": ("pipeline.synthesis.suites", "run_synthesize", "materialize the seen/unseen rain test suites with their rain masks"),
+    "prior": ("pipeline.training.prior", "run_prior", "pre-train the VQ autoencoder content prior on clean backgrounds"),
+    "train": ("pipeline.training.train", "run_train", "train the deraining network with on-the-fly rain through the prior"),
+    "evaluate": ("pipeline.evaluation.evaluate", "run_evaluate", "masked evaluation on seen and unseen rain (rain region vs background)"),
+}
+
+
+def run_step(step: str, params_path: Path, root: Path) -> dict:
+    """Load params and run one step's entry function; returns its summary dict."""
+    from pipeline.config import load_params
+    from pipeline.runtime import project_environment
+
+    project_environment(root)
+    params = load_params(params_path)
+    module_name, function_name, _ = STEPS[step]
+    entry = getattr(importlib.import_module(module_name), function_name)
+    return entry(params, root)
+
+
+def _print_summary(step: str, summary: dict, seconds: float) -> None:
+    print(f"[raincheck] {step} done in {seconds:.1f} s")
+    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+
+
+def _cmd_step(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    summary = run_step(args.command, args.params, args.root)
+    _print_summary(args.command, summary, time.perf_counter() - start)
+    return 0
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params
+    from pipeline.registry.register import run_register
+    from pipeline.runtime import project_environment
+
+    project_environment(args.root)
+    result = run_register(load_params(args.params), args.root, flow_run_id=args.flow_run_id)
+    print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def _cmd_registry(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params
+    from pipeline.registry import commands
+    from pipeline.runtime import project_environment
+
+    project_environment(args.root)
+    params = load_params(args.params)
+    if args.action == "show":
+        print(commands.show(params))
+    elif args.action == "promote":
+        print(commands.promote(params, args.version, reason=args.reason))
+    elif args.action == "rollback":
+        print(commands.rollback(params, reason=args.reason))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params
+    from pipeline.runtime import project_environment
+    from pipeline.serving.predict import predict_paths
+
+    project_environment(args.root)
+    params = load_params(args.params)
+    written = predict_paths(params, args.input, args.output, version=args.version, tile=args.tile)
+    print(f"[raincheck] wrote {len(written)} derained image(s) to {args.output}")
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params
+
+    source = args.root / "profiles" / f"{args.name}.yaml"
+    available = sorted(p.stem for p in (args.root / "profiles").glob("*.yaml"))
+    if not source.is_file():
+        print(f"error: no profile {args.name!r}; available: {', '.join(available)}", file=sys.stderr)
+        return 2
+    load_params(source)  # refuse to install a profile that does not validate
+    target = args.root / "params.yaml"
+    tmp = target.with_suffix(".yaml.tmp")
+    tmp.write_text(source.read_text())
+    os.replace(tmp, target)
+    print(f"[raincheck] params.yaml <- profiles/{args.name}.yaml")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raincheck",
+        description="Deraining models that generalize to unseen rain: curate, synthesize, train, "
+        "evaluate, register. Settings live in params.yaml; the whole pipeline runs with "
+        "`make run` (Prefect) or `dvc repro`.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    common.add_argument("--root", type=Path, default=Path("."), help="workspace root (default: current directory)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for step, (_, _, help_text) in STEPS.items():
+        step_parser = sub.add_parser(step, parents=[common], help=help_text, description=help_text)
+        step_parser.set_defaults(handler=_cmd_step)
+
+    reg = sub.add_parser("register", parents=[common], help="log the evaluated model to MLflow, register it and apply the promotion gate")
+    reg.add_argument("--flow-run-id", default=None, help="Prefect flow run id to record in the lineage tags")
+    reg.set_defaults(handler=_cmd_register)
+
+    registry = sub.add_parser("registry", parents=[common], help="show the model registry, promote a version by hand, roll back")
+    registry.add_argument("action", choices=["show", "promote", "rollback"])
+    registry.add_argument("version", nargs="?", help="version to promote (with `promote`)")
+    registry.add_argument("--reason", default="", help="why (recorded on the version)")
+    registry.set_defaults(handler=_cmd_registry)
+
+    predict = sub.add_parser("predict", parents=[common], help="derain an image file or a folder with the champion (or --version)")
+    predict.add_argument("input", type=Path, help="image file or folder of images")
+    predict.add_argument("output", type=Path, help="output file (for one image) or folder")
+    predict.add_argument("--version", default=None, help="registered version or alias (default: champion)")
+    predict.add_argument("--tile", type=int, default=512, help="tile edge for large images (default: %(default)s)")
+    predict.set_defaults(handler=_cmd_predict)
+
+    profile = sub.add_parser("profile", parents=[common], help="replace params.yaml with profiles/NAME.yaml (cpu, gpu, tiny)")
+    profile.add_argument("name")
+    profile.set_defaults(handler=_cmd_profile)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "action", None) == "promote" and not args.version:
+        print("error: `raincheck registry promote` needs a VERSION", file=sys.stderr)
+        return 2
+    from pipeline.config import ParamsError
+
+    try:
+        return args.handler(args)
+    except ParamsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as error:
+        # Data and input problems are reported plainly; bugs keep their traceback.
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""MLflow registration, lineage and promotion. Promotion rules are pure (promotion.py)."""

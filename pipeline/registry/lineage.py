@@ -1,0 +1,61 @@
+"""Lineage of a pipeline run: which code, data and params produced a model."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from pipeline.config import Params, digest
+
+
+def file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def git_commit(root: Path) -> tuple[str, bool]:
+    """(HEAD commit or 'none', whether tracked files differ from it)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        return commit, bool(dirty)
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "none", True
+
+
+def data_digest(params: Params, root: Path) -> str:
+    """The pool's DVC digest (data.dvc md5) when tracked, else a digest of its manifest."""
+    dvc_file = root / f"{params.paths.pool}.dvc"
+    if dvc_file.is_file():
+        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
+        if outs[0].get("md5"):
+            return outs[0]["md5"]
+    manifest = root / params.paths.pool / "manifest.csv"
+    return file_sha256(manifest)[:32] if manifest.is_file() else "unknown"
+
+
+def lineage_tags(params: Params, root: Path, flow_run_id: str | None = None) -> dict[str, str]:
+    """Tags recorded on every MLflow run and registered version."""
+    commit, dirty = git_commit(root)
+    model = root / params.paths.model / "model.pt"
+    prior = root / params.paths.prior / "prior.pt"
+    tags = {
+        "git_commit": commit,
+        "git_dirty": str(dirty).lower(),
+        "data_digest": data_digest(params, root),
+        "params_digest": digest(params),
+        "profile": params.profile,
+        "model_sha256": file_sha256(model) if model.is_file() else "missing",
+        "prior_sha256": file_sha256(prior) if prior.is_file() else "missing",
+    }
+    if flow_run_id:
+        tags["prefect_flow_run_id"] = flow_run_id
+    # Identity of a training configuration: same code + data + params => same registered version.
+    tags["lineage_key"] = digest({k: tags[k] for k in ("git_commit", "data_digest", "params_digest")})
+    return tags

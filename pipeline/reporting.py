@@ -1,0 +1,61 @@
+"""Plain-text and Markdown summaries of a pipeline run (printed by `make run`, shown in Prefect)."""
+
+from __future__ import annotations
+
+import math
+
+# (metric key prefix, label) in the order a reader wants them: model vs its rainy input.
+SUMMARY_METRICS = (
+    ("psnr_rain", "rain-region PSNR (dB)"),
+    ("psnr_rain_input", "  rainy input"),
+    ("psnr_rain_gain", "  gain over input"),
+    ("psnr_bg", "background PSNR (dB)"),
+    ("psnr_bg_input", "  rainy input"),
+    ("psnr", "whole-image PSNR (dB)"),
+    ("psnr_input", "  rainy input"),
+    ("ssim", "SSIM"),
+)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
+        return f"{value:.2f}"
+    return "-"
+
+
+def metrics_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """(suite names, rows of [label, value per suite]) from flat `<metric>/<suite>` keys."""
+    suites = sorted({key.split("/", 1)[1] for key in metrics if "/" in key})
+    rows = [
+        [label, *(_cell(metrics.get(f"{key}/{suite}")) for suite in suites)]
+        for key, label in SUMMARY_METRICS
+        if any(f"{key}/{suite}" in metrics for suite in suites)
+    ]
+    return suites, rows
+
+
+def metrics_table(metrics: dict) -> str:
+    """Fixed-width text table of the evaluation metrics, one column per suite."""
+    suites, rows = metrics_rows(metrics)
+    header = ["metric", *suites]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header, *rows])
+
+
+def metrics_markdown(metrics: dict) -> str:
+    suites, rows = metrics_rows(metrics)
+    lines = ["| metric | " + " | ".join(suites) + " |", "|---" * (len(suites) + 1) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def registration_lines(result: dict) -> list[str]:
+    aliases = ", ".join(result.get("aliases") or []) or "none"
+    status = "new version" if result.get("created") else "already registered (same code, data, params)"
+    lines = [
+        f"registered model: {result['model_name']} version {result['version']} ({status})",
+        f"aliases on this version: {aliases}; champion is version {result.get('champion_version')}",
+        "gate: " + ("PASSED" if result.get("promote") else "FAILED"),
+    ]
+    lines += [f"  {reason}" for reason in result.get("reasons", []) if reason]
+    return lines

@@ -1,0 +1,55 @@
+"""Where things live and which services stay quiet: environment defaults for every process.
+
+Called explicitly by the CLI, the flows and the tests (never at import time). Only sets a
+variable when the user has not set it, so `PREFECT_API_URL`, `MLFLOW_TRACKING_URI` and friends
+can always point elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import MutableMapping
+
+# Telemetry off in everything raincheck starts (see the README's "Privacy" note).
+TELEMETRY_OFF = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
+
+
+def quiet_environment(env: MutableMapping[str, str] = os.environ) -> MutableMapping[str, str]:
+    """Switch telemetry off (without overriding anything the user set)."""
+    for key, value in TELEMETRY_OFF.items():
+        env.setdefault(key, value)
+    return env
+
+
+def project_environment(root: Path, env: MutableMapping[str, str] = os.environ) -> MutableMapping[str, str]:
+    """Telemetry off plus project-local homes for Prefect, MLflow and DVC under `root/.raincheck`.
+
+    Sets (only when unset): PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    MLFLOW_TRACKING_URI (SQLite), RAINCHECK_MLFLOW_ARTIFACTS, DVC_SITE_CACHE_DIR.
+    The DVC remote is configured in .dvc/config (`~/.cache/raincheck/dvc-remote`).
+    """
+    root = Path(root).resolve()
+    state = root / ".raincheck"
+    quiet_environment(env)
+    env.setdefault("PREFECT_HOME", str(state / "prefect"))
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    env.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{state / 'mlflow.db'}")
+    env.setdefault("RAINCHECK_MLFLOW_ARTIFACTS", str(state / "mlartifacts"))
+    env.setdefault("DVC_SITE_CACHE_DIR", str(state / "dvc-site-cache"))
+    return env
+
+
+def cache_dir() -> Path:
+    """Download cache for registry packages (wheels, .debs): $RAINCHECK_CACHE or ~/.cache/raincheck."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "raincheck"
+    return Path(os.environ.get("RAINCHECK_CACHE", default))

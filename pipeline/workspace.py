@@ -1,0 +1,79 @@
+"""The workspace a pipeline run works in: a git repository with DVC, one run at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+
+class WorkspaceError(RuntimeError):
+    """The workspace cannot host a run; the message says what to do."""
+
+
+def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+
+
+def prepare_workspace(root: Path) -> None:
+    """Check that `root` is a git repository with dvc.yaml and params.yaml; initialise DVC if needed."""
+    root = Path(root)
+    if subprocess.run(["git", "rev-parse", "--git-dir"], cwd=root, capture_output=True).returncode != 0:
+        raise WorkspaceError(f"{root} is not a git repository: DVC needs one (run `git init` there)")
+    for name in ("dvc.yaml", "params.yaml"):
+        if not (root / name).is_file():
+            raise WorkspaceError(f"{root / name} is missing: run from the raincheck project root")
+    if not (root / ".dvc").is_dir():
+        result = _dvc(root, "init", "--quiet")
+        if result.returncode != 0:
+            raise WorkspaceError(f"`dvc init` failed in {root}:\n{result.stderr}")
+        _dvc(root, "config", "core.check_update", "false")
+        _dvc(root, "config", "core.autostage", "true")
+
+
+@contextlib.contextmanager
+def workspace_lock(root: Path, timeout: float = 0) -> Iterator[None]:
+    """Hold `.raincheck/run.lock` so two pipeline runs never work in one workspace at once.
+
+    With timeout 0 a second run fails at once with a message naming the lock; a positive
+    timeout waits that many seconds first.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(root) / ".raincheck" / "run.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        raise WorkspaceError(f"another raincheck run holds {path} in this workspace; wait for it to finish") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def print_summary(root: Path, params_file: str, result: dict) -> None:
+    """The end-of-run summary: metrics table, registry state, where to look next."""
+    from pipeline.config import load_params
+    from pipeline.reporting import metrics_table, registration_lines
+
+    params = load_params(Path(root) / params_file)
+    paths = params.paths
+    print("\n" + "=" * 72)
+    print("raincheck: pipeline finished\n")
+    print(metrics_table(result["metrics"]))
+    print()
+    for line in registration_lines(result["registration"]):
+        print(line)
+    uri = result["registration"].get("tracking_uri", "")
+    print("\nLook further:")
+    print(f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+    print("  dvc metrics show          # every stage's metrics; `dvc metrics diff` after a change")
+    print("  dvc plots show            # training curves and per-image scatter (HTML)")
+    print(f"  report: {paths.evaluation}/report.png   curation: {paths.curated}/report.png   rain: {paths.suites}/gallery.png")
+    print(f"  gate decision: {paths.registry}/decision.json")
+    print("  raincheck registry show   # champion, candidates and their gate results")
+    print("=" * 72)

@@ -1,0 +1,41 @@
+"""Shared fixtures. Tests make their own tiny images; the real pool is for pipeline runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.runtime import quiet_environment
+
+quiet_environment(os.environ)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def textured_photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A synthetic 'photo': smooth gradient + blobs + texture; uint8 HxWx3 in [0, 255]."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack(
+        [xx / width, yy / height, 0.5 + 0.5 * np.sin((xx + yy) / rng.uniform(5, 40))], axis=-1
+    )
+    texture = rng.uniform(0, rng.uniform(0.0, 0.6)) * rng.random((height, width, 1))
+    image = 0.7 * base + texture
+    return np.clip(image * 255, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def photo_folder(tmp_path: Path) -> Path:
+    """Twelve distinct synthetic RGB photos (160x200 PNG/JPEG) in a folder."""
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        image = textured_photo(rng, 160, 200)
+        suffix = "png" if i % 2 else "jpg"
+        Image.fromarray(image).save(folder / f"photo_{i:02d}.{suffix}")
+    return folder
