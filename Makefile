@@ -35,3 +35,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	@test -f requirements-bench.txt && $(PY) -m pip install -q -r requirements-bench.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+serve: $(STAMP)
+	$(PY) -m flows serve
+
+stop: $(STAMP)
+	$(PY) -m flows stop

@@ -1,4 +1,4 @@
-"""`python -m flows <command>`: run raincheck's Prefect flows.
+"""`python -m flows <command>`: run and schedule raincheck's Prefect flows.
 
 The environment (telemetry off, project-local Prefect/MLflow homes) is set before Prefect is
 imported, because Prefect reads its settings at import time.
@@ -7,19 +7,28 @@ imported, because Prefect reads its settings at import time.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m flows", description="raincheck's Prefect flows")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", type=Path, default=Path("."), help="workspace: a git repository with dvc.yaml (default: .)")
+    common.add_argument("--params", default="params.yaml", help="params file inside the workspace (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    retrain = sub.add_parser("retrain", help="the whole pipeline once: pool, DVC stages, registration, push")
-    retrain.add_argument("--root", type=Path, default=Path("."), help="workspace: a git repository with dvc.yaml (default: .)")
-    retrain.add_argument("--params", default="params.yaml", help="params file inside the workspace (default: %(default)s)")
+    retrain = sub.add_parser("retrain", parents=[common], help="the whole pipeline once: pool, DVC stages, registration, push")
     retrain.add_argument("--refresh-pool", action="store_true", help="re-ingest the pool even if data/ exists")
-    args = parser.parse_args(argv)
+    serve = sub.add_parser("serve", parents=[common], help="start a Prefect server on 127.0.0.1 (unless PREFECT_API_URL is set) and serve the scheduled deployments in the background")
+    serve.add_argument("--port", type=int, default=4200, help="Prefect server port (default: %(default)s)")
+    sub.add_parser("serve-foreground", parents=[common], help="serve the deployments in this process (blocks)")
+    sub.add_parser("stop", parents=[common], help="stop what `serve` started")
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     from pipeline.runtime import project_environment
 
     root = args.root.resolve()
@@ -28,6 +37,28 @@ def main(argv: list[str] | None = None) -> int:
         from flows.retrain import main as retrain_main
 
         return retrain_main(root, args.params, args.refresh_pool)
+    if args.command == "serve":
+        from flows.server import start_server, start_serving
+
+        api_url = os.environ.get("PREFECT_API_URL") or start_server(root, args.port)
+        pid = start_serving(root, api_url)
+        ui = api_url[: -len("/api")] if api_url.endswith("/api") else api_url
+        print(f"[raincheck] Prefect server: {ui}  (UI: open it in a browser; API: {api_url})")
+        print(f"[raincheck] serving deployment 'retrain/scheduled-retrain' (pid {pid}); logs: {root / '.raincheck' / 'serve.log'}")
+        print(f"[raincheck] run now: PREFECT_API_URL={api_url} prefect deployment run retrain/scheduled-retrain")
+        print("[raincheck] stop with: make stop")
+        return 0
+    if args.command == "serve-foreground":
+        from flows.deployments import serve_forever
+
+        serve_forever(root, args.params)
+        return 0
+    if args.command == "stop":
+        from flows.server import stop
+
+        stopped = stop(root)
+        print("[raincheck] stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        return 0
     return 2
 
 

@@ -2,14 +2,13 @@
 
 DVC stays the executor of record (cache, dvc.lock, skipping unchanged stages): each stage is one
 Prefect task that runs `dvc repro <stage>`. Prefect adds run history, retries on the steps that
-can fail transiently (registry calls, push), artifacts and schedules.
+can fail transiently (registry calls, push), artifacts, notifications and schedules.
 
 Run it: `make run` (or `python -m flows retrain [--root DIR] [--refresh-pool]`).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -33,9 +32,7 @@ def _run(command: list[str], root: Path, what: str) -> str:
     process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines = []
     for line in process.stdout:
-        line = line.rstrip()
-        # tqdm redraws with carriage returns: log only the final state of each bar line.
-        line = line.rsplit("\r", 1)[-1]
+        line = line.rstrip().rsplit("\r", 1)[-1]  # tqdm redraws with \r: keep the final state
         if line:
             lines.append(line)
             logger.info("%s | %s", what, line)
@@ -50,21 +47,24 @@ def _dvc(*args: str) -> list[str]:
 
 
 @task(name="ingest")
-def refresh_pool(root: Path, params_file: str, refresh: bool) -> str:
-    """Build the pool if it is missing (or when asked), then record it in data.dvc."""
+def refresh_pool(root: Path, params_file: str, refresh: bool) -> dict:
+    """Build the pool if missing (or re-ingest when asked), record it in data.dvc; report changes."""
     from pipeline.config import load_params
+    from pipeline.workspace import pool_change, pool_snapshot
 
     pool = root / load_params(root / params_file).paths.pool
+    before = pool_snapshot(pool)
     if refresh or not (pool / "manifest.csv").is_file():
         _run([sys.executable, "-m", "pipeline", "ingest", "--params", params_file], root, "ingest")
     _run(_dvc("add", "--quiet", str(pool.relative_to(root))), root, "dvc add")
-    return (root / f"{pool.relative_to(root)}.dvc").read_text()
+    return pool_change(before, pool_snapshot(pool))
 
 
 @task(name="stage")
-def run_stage(root: Path, stage: str) -> str:
-    """`dvc repro <stage>`: runs the stage only if its deps, params or code changed."""
-    return _run(_dvc("repro", stage), root, stage)
+def run_stage(root: Path, stage: str) -> bool:
+    """`dvc repro <stage>`: runs the stage only if its deps, params or code changed; True if it ran."""
+    output = _run(_dvc("repro", stage), root, stage)
+    return f"Running stage '{stage}'" in output
 
 
 @task(name="register", retries=2, retry_delay_seconds=[5, 30])
@@ -81,31 +81,43 @@ def push(root: Path) -> str:
     return _run(_dvc("push", "--quiet"), root, "dvc push")
 
 
-@flow(name="retrain", log_prints=True)
-def retrain(root: str = ".", params_file: str = "params.yaml", refresh_pool_first: bool = False) -> dict:
-    """The whole pipeline in one workspace; returns the evaluation metrics and registration."""
+@task(name="commit-results")
+def commit_results_to_branch(root: Path, branch: str) -> str:
+    from pipeline.workspace import commit_to_branch
+
+    return commit_to_branch(root, branch, message="raincheck: scheduled retrain results")
+
+
+def _notify_failure(flow, flow_run, state) -> None:
+    from pipeline.workspace import notify
+
+    notify("failure", {"flow_run": flow_run.name, "message": str(state.message)[:2000]})
+
+
+@flow(name="retrain", log_prints=True, on_failure=[_notify_failure])
+def retrain(root: str = ".", params_file: str = "params.yaml", refresh_pool_first: bool = False, commit_results: bool = False) -> dict:
+    """The whole pipeline in one workspace; returns the metrics, the registration and what ran."""
     from prefect.runtime import flow_run
 
     from pipeline.config import load_params
     from pipeline.io import read_json
-    from pipeline.reporting import metrics_markdown, registration_lines
-    from pipeline.workspace import workspace_lock
+    from pipeline.reporting import run_markdown
+    from pipeline.workspace import notify, workspace_lock
 
     workspace = Path(root).resolve()
     params = load_params(workspace / params_file)
     with workspace_lock(workspace):
-        refresh_pool(workspace, params_file, refresh_pool_first)
-        for stage in STAGES:
-            run_stage.with_options(name=stage)(workspace, stage)
+        data_change = refresh_pool(workspace, params_file, refresh_pool_first)
+        ran = [stage for stage in STAGES if run_stage.with_options(name=stage)(workspace, stage)]
         metrics = read_json(workspace / params.paths.evaluation / "metrics.json")
         registration = register(workspace, params_file, str(flow_run.id) if flow_run.id else None)
         push(workspace)
-    create_markdown_artifact(
-        key="retrain-summary",
-        markdown="## raincheck retrain\n\n" + metrics_markdown(metrics) + "\n\n" + "\n\n".join(registration_lines(registration)),
-        description="Evaluation metrics and the registry decision",
-    )
-    return {"metrics": metrics, "registration": registration}
+        committed = commit_results_to_branch(workspace, params.schedule.results_branch) if commit_results else None
+    result = {"metrics": metrics, "registration": registration, "stages_run": ran, "data_change": data_change, "committed": committed}
+    create_markdown_artifact(key="retrain-summary", markdown=run_markdown(result, params), description="raincheck retrain: data, metrics vs champion, gate")
+    if registration.get("created") and registration.get("promote"):
+        notify("promotion", {"model": registration["model_name"], "version": registration["version"], "reasons": registration["reasons"]})
+    return result
 
 
 def main(root: Path, params_file: str = "params.yaml", refresh: bool = False) -> int:

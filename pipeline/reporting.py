@@ -59,3 +59,31 @@ def registration_lines(result: dict) -> list[str]:
     ]
     lines += [f"  {reason}" for reason in result.get("reasons", []) if reason]
     return lines
+
+
+def run_markdown(result: dict, params) -> str:
+    """The retrain flow's artifact: what data changed, metrics vs champion, the gate and its reasons."""
+    change = result.get("data_change") or {}
+    registration = result["registration"]
+    champion = registration.get("champion_metrics") or {}
+    lines = ["# raincheck retrain", "", "## Data"]
+    lines.append(f"- pool: {change.get('images', '?')} photos; added {len(change.get('added', []))}, removed {len(change.get('removed', []))}")
+    for key in ("added", "removed"):
+        if change.get(key):
+            lines.append(f"- {key}: " + ", ".join(change[key][:20]) + (" ..." if len(change[key]) > 20 else ""))
+    ran = result.get("stages_run", [])
+    lines.append("- stages run: " + (", ".join(ran) if ran else "none (nothing changed; DVC skipped every stage)"))
+    lines += ["", "## Metrics", metrics_markdown(result["metrics"]), ""]
+    if champion:
+        lines.append(f"### vs champion (version {registration.get('previous_champion')})")
+        lines.append("| metric | candidate | champion |")
+        lines.append("|---|---|---|")
+        for key in sorted(set(params.register.gates.floors) | set(params.register.gates.champion_tolerance)):
+            lines.append(f"| {key} | {_cell(result['metrics'].get(key))} | {_cell(champion.get(key))} |")
+        lines.append("")
+    lines += ["## Registry", *(f"- {line.strip()}" for line in registration_lines(registration))]
+    lines += ["", "## Reports", f"- {params.paths.evaluation}/report.png", f"- {params.paths.curated}/report.png",
+              f"- {params.paths.suites}/gallery.png", f"- {params.paths.registry}/decision.json"]
+    if result.get("committed"):
+        lines.append(f"- results committed to `{params.schedule.results_branch}` at {result['committed'][:10]}")
+    return "\n".join(lines)

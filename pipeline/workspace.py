@@ -77,3 +77,67 @@ def print_summary(root: Path, params_file: str, result: dict) -> None:
     print(f"  gate decision: {paths.registry}/decision.json")
     print("  raincheck registry show   # champion, candidates and their gate results")
     print("=" * 72)
+
+
+def pool_snapshot(pool: Path) -> dict[str, str]:
+    """image_id -> sha256 of every photo in the pool's manifest (empty when there is no pool)."""
+    from pipeline.io import read_csv
+
+    manifest = Path(pool) / "manifest.csv"
+    return {row["image_id"]: row["sha256"] for row in read_csv(manifest)} if manifest.is_file() else {}
+
+
+def pool_change(before: dict[str, str], after: dict[str, str]) -> dict:
+    """What a pool refresh changed: added/removed image ids and counts."""
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    return {"images": len(after), "added": added, "removed": removed, "changed": bool(added or removed)}
+
+
+def commit_to_branch(root: Path, branch: str, message: str, files: tuple[str, ...] = ("dvc.lock", "data.dvc", "params.yaml")) -> str:
+    """Commit `files` as they are now onto `branch` without touching the checkout or the index.
+
+    Uses a private index (GIT_INDEX_FILE) seeded from the branch tip (or HEAD for a new branch),
+    so a scheduled run leaves a reviewable history while the user's own work stays as it was.
+    Returns the new commit id.
+    """
+    import os
+    import tempfile
+
+    root = Path(root)
+
+    def git(*args: str, env: dict | None = None) -> str:
+        return subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+    ref = f"refs/heads/{branch}"
+    exists = subprocess.run(["git", "show-ref", "--verify", "--quiet", ref], cwd=root).returncode == 0
+    parent = git("rev-parse", ref if exists else "HEAD")
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        git("read-tree", parent, env=env)
+        present = [f for f in files if (root / f).exists()]
+        git("add", "--", *present, env=env)
+        tree = git("write-tree", env=env)
+        if tree == git("rev-parse", f"{parent}^{{tree}}"):
+            return parent  # nothing changed since the branch tip
+        commit = git("commit-tree", tree, "-p", parent, "-m", message, env=env)
+    git("update-ref", ref, commit)
+    return commit
+
+
+def notify(event: str, payload: dict) -> bool:
+    """POST {event, ...payload} as JSON to $RAINCHECK_NOTIFY_URL (off when unset). Never raises."""
+    import json
+    import os
+    import urllib.request
+
+    url = os.environ.get("RAINCHECK_NOTIFY_URL")
+    if not url:
+        return False
+    request = urllib.request.Request(url, data=json.dumps({"event": event, **payload}).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            return True
+    except OSError as error:
+        print(f"[raincheck] notification to {url} failed: {error}", file=sys.stderr)
+        return False

@@ -194,7 +194,8 @@ def run_register(params: Params, root: Path, flow_run_id: str | None = None) -> 
                 client.set_model_version_tag(name, version.version, "previous_champion", champion.version)
             client.set_registered_model_alias(name, CHAMPION, version.version)
         result = {"model_name": name, "version": version.version, "created": True, "run_id": run_id,
-                  "prior_version": prior_version, **decision.as_dict()}
+                  "prior_version": prior_version, "previous_champion": champion.version if champion else None,
+                  "champion_metrics": dict(champion_metrics or {}), **decision.as_dict()}
 
     champion = alias_version(client, name, CHAMPION)
     result["champion_version"] = champion.version if champion else None
