@@ -9,7 +9,7 @@ STAMP := $(VENV)/.raincheck-installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test venv bench serve stop clean-state help
+.PHONY: run test venv bench serve stop study help
 
 help:
 	@echo "make run    - whole pipeline on the default pool: fetch photos, curate, synthesize, train, evaluate, register"
@@ -41,3 +41,6 @@ serve: $(STAMP)
 
 stop: $(STAMP)
 	$(PY) -m flows stop
+
+study: $(STAMP)
+	$(PY) -m flows study --params $(or $(STUDY),profiles/study-quick.yaml)

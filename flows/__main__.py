@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=4200, help="Prefect server port (default: %(default)s)")
     sub.add_parser("serve-foreground", parents=[common], help="serve the deployments in this process (blocks)")
     sub.add_parser("stop", parents=[common], help="stop what `serve` started")
+    sub.add_parser("study", parents=[common], help="the generalization study: the grid in params `study:` (e.g. --params profiles/study-quick.yaml)")
     return parser
 
 
@@ -53,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
 
         serve_forever(root, args.params)
         return 0
+    if args.command == "study":
+        from flows.study import main as study_main
+
+        return study_main(root, args.params)
     if args.command == "stop":
         from flows.server import stop
 

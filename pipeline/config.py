@@ -11,10 +11,11 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Discriminator, Tag
 
 PRESETS = ("small", "medium", "large", "random")
 COMPLEXITY_MEASURES = ("gradient", "laplacian", "entropy", "png_bpp", "colorfulness")
@@ -46,14 +47,20 @@ class Paths(Strict):
 
 # ----------------------------------------------------------------------------- ingest
 class PypiSource(Strict):
-    """Photos shipped inside PyPI wheels (downloaded with `pip download --no-deps`)."""
+    """Photos shipped inside PyPI wheels (`pip download --no-deps --only-binary=:all:`)."""
 
     type: Literal["pypi"]
     packages: list[Literal["scikit-image", "scikit-learn", "sporco"]] = Field(min_length=1)
+    required: bool = False  # when false, a wheel that cannot be downloaded is skipped with a note
+
+    @field_validator("packages")
+    @classmethod
+    def _unique(cls, packages: list[str]) -> list[str]:
+        return _no_repeats(packages)
 
 
 class DebianSource(Strict):
-    """Photos shipped inside Debian packages (downloaded with `apt-get download`)."""
+    """Photos shipped inside Debian packages (`apt-get download`, read with `dpkg-deb`)."""
 
     type: Literal["debian"]
     packages: list[
@@ -63,18 +70,30 @@ class DebianSource(Strict):
             "lomiri-wallpapers-16.04",
             "lomiri-wallpapers-20.04",
             "tuxpaint-data",
-            "enlightenment-data",
+            "enlightenment-data",  # optional: a 401 MB download for 14 photos
         ]
     ] = Field(min_length=1)
     required: bool = False  # when false, a machine without apt-get skips this source with a note
 
+    @field_validator("packages")
+    @classmethod
+    def _unique(cls, packages: list[str]) -> list[str]:
+        return _no_repeats(packages)
+
 
 class FolderSource(Strict):
-    """Any folder of the user's own photos (searched recursively)."""
+    """Any folder of the user's own photos (searched recursively; relative to the workspace root)."""
 
     type: Literal["folder"]
-    path: str
-    licence: str = "unknown (user-supplied)"
+    path: str = Field(min_length=1)
+    licence: str = Field("unknown (user-supplied)", min_length=1)
+
+
+def _no_repeats(names: list[str]) -> list[str]:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"packages listed more than once: {repeated}")
+    return names
 
 
 Source = Annotated[Union[PypiSource, DebianSource, FolderSource], Field(discriminator="type")]
@@ -82,9 +101,9 @@ Source = Annotated[Union[PypiSource, DebianSource, FolderSource], Field(discrimi
 
 class Ingest(Strict):
     sources: list[Source] = Field(min_length=1)
-    short_side: int = Field(512, ge=32, le=8192)
-    max_pixels: int = Field(120_000_000, ge=1_000_000)
-    min_images: int = Field(8, ge=1)
+    short_side: int = Field(512, ge=32, le=8192)  # larger photos are scaled down to this short side
+    max_pixels: int = Field(120_000_000, ge=1_000_000)  # decompression-bomb guard (width * height)
+    min_images: int = Field(8, ge=1)  # fewer usable photos than this fails the ingest
 
 
 # ----------------------------------------------------------------------------- curate
@@ -121,14 +140,163 @@ class Curate(Strict):
     eval_size: int = Field(128, ge=16, le=4096)
     complexity: Literal[COMPLEXITY_MEASURES] = "gradient"  # type: ignore[valid-type]
     dedupe_max_distance: int = Field(6, ge=0, le=64)
+    prior_patches: int = Field(2048, ge=0)  # train-split patches for the prior (seeded subset; 0 = all)
     split: Split = Split(train=0.7, val=0.15, test=0.15)
     selection: Selection = Selection()
     checks: CurationChecks = CurationChecks()
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "Curate":
+        if self.eval_size % 16:
+            raise ValueError(f"eval_size={self.eval_size} must be a multiple of 16 (models downsample by up to 2**4)")
+        if self.checks.min_complexity_bins > self.selection.bins:
+            raise ValueError(
+                f"checks.min_complexity_bins={self.checks.min_complexity_bins} cannot exceed "
+                f"selection.bins={self.selection.bins}"
+            )
+        return self
+
 
 # ----------------------------------------------------------------------------- synthesize
+def _ordered_range(value: tuple, low: float, high: float) -> tuple:
+    """Check a [low, high] pair: both inside [low, high] bounds and not inverted."""
+    lo, hi = value
+    if not low <= lo <= high or not low <= hi <= high:
+        raise ValueError(f"both ends must lie in [{low}, {high}], got [{lo}, {hi}]")
+    if lo > hi:
+        raise ValueError(f"range is inverted or empty: low {lo} > high {hi}")
+    return value
+
+
+class Haze(Strict):
+    """Opt-in veiling term beyond the recipe: rainy = (1 - t)·rainy + t·airlight (grey), per image.
+
+    `strength` t and `airlight` (fraction of white) are drawn uniformly from their ranges."""
+
+    type: Literal["haze"]
+    strength: tuple[float, float] = (0.1, 0.3)
+    airlight: tuple[float, float] = (0.8, 1.0)
+
+    @field_validator("strength", "airlight")
+    @classmethod
+    def _unit_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return _ordered_range(value, 0.0, 1.0)
+
+
+class RainConfig(Strict):
+    """A custom rain recipe (method.md, "Rain synthesis"); every parameter is drawn per image.
+
+    amount: U[lo, hi] fraction of pixels that seed a streak, in [0, 1].
+    width: odd Gaussian sizes giving the streak thickness (1 = no blur), drawn with `width_probs`
+        (default: uniform).
+    length: streak length in px, integer U[lo, hi].
+    angle: degrees from vertical, counter-clockwise positive, integer; one [lo, hi] range or a list
+        of disjoint ranges (drawn uniformly over their union).
+    beta: U[lo, hi] weight of the rain layer in the saturating add.
+    extras: opt-in degradations beyond the recipe (none by default).
+    """
+
+    name: str = Field("custom", pattern=r"^[A-Za-z0-9_-]+$")
+    amount: tuple[float, float]
+    width: list[int] = Field(min_length=1)
+    width_probs: list[float] | None = None
+    length: tuple[int, int]
+    angle: list[tuple[int, int]] = Field(min_length=1)
+    beta: tuple[float, float] = (0.7, 1.0)
+    extras: list[Haze] = Field(default_factory=list)
+
+    @field_validator("amount")
+    @classmethod
+    def _amount(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return _ordered_range(value, 0.0, 1.0)
+
+    @field_validator("beta")
+    @classmethod
+    def _beta(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return _ordered_range(value, 0.0, 1.0)
+
+    @field_validator("length")
+    @classmethod
+    def _length(cls, value: tuple[int, int]) -> tuple[int, int]:
+        return _ordered_range(value, 1, 255)
+
+    @field_validator("width")
+    @classmethod
+    def _width(cls, value: list[int]) -> list[int]:
+        bad = [w for w in value if w < 1 or w % 2 == 0 or w > 63]
+        if bad:
+            raise ValueError(f"widths must be odd integers in [1, 63], got {bad}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"widths must be distinct, got {value}")
+        return value
+
+    @field_validator("angle", mode="before")
+    @classmethod
+    def _one_range_or_many(cls, value: object) -> object:
+        # `angle: [-30, 30]` is shorthand for the one-range list `[[-30, 30]]`.
+        if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, (int, float)) for v in value
+        ):
+            return [value]
+        return value
+
+    @field_validator("angle")
+    @classmethod
+    def _angle(cls, value: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        for pair in value:
+            try:
+                _ordered_range(pair, -90, 90)
+            except ValueError as error:
+                raise ValueError(f"angle range {list(pair)}: {error}") from None
+        ordered = sorted(value)
+        for (_, first_hi), (second_lo, _) in zip(ordered, ordered[1:]):
+            if second_lo <= first_hi:
+                raise ValueError(f"angle ranges must be disjoint, got {[list(p) for p in value]}")
+        return value
+
+    @model_validator(mode="after")
+    def _width_probs(self) -> "RainConfig":
+        if self.width_probs is None:
+            return self
+        if len(self.width_probs) != len(self.width):
+            raise ValueError(
+                f"width_probs needs one probability per width ({len(self.width)}), "
+                f"got {len(self.width_probs)}"
+            )
+        if any(p < 0 for p in self.width_probs) or abs(sum(self.width_probs) - 1) > 1e-6:
+            raise ValueError(f"width_probs must be >= 0 and sum to 1, got {self.width_probs}")
+        return self
+
+
+def _rain_entry_kind(value: object) -> str | None:
+    if isinstance(value, str):
+        return "preset"
+    if isinstance(value, (dict, RainConfig)):
+        return "custom"
+    return None
+
+
+# One rain entry: a preset name (small, medium, large, random) or a custom RainConfig mapping.
+RainEntry = Annotated[
+    Union[
+        Annotated[Literal[PRESETS], Tag("preset")],  # type: ignore[valid-type]
+        Annotated[RainConfig, Tag("custom")],
+    ],
+    Discriminator(
+        _rain_entry_kind,
+        custom_error_type="rain_entry",
+        custom_error_message=(
+            "a rain entry is a preset name (small, medium, large, random) or a mapping with "
+            "amount, width, length, angle (and optionally width_probs, beta, name, extras)"
+        ),
+    ),
+]
+
+
 class SuiteSpec(Strict):
-    presets: list[Literal[PRESETS]] = Field(min_length=1)  # type: ignore[valid-type]
+    """One materialized test suite: rain drawn from `presets` (one entry per image) on a split."""
+
+    presets: list[RainEntry] = Field(min_length=1)
     split: Literal["val", "test"] = "test"
 
 
@@ -147,11 +315,18 @@ class Synthesize(Strict):
 
 # ----------------------------------------------------------------------------- models
 class VQAutoencoderSpec(Strict):
+    """The content prior: conv encoder, codebook, conv decoder (pipeline.models.vq).
+
+    Width is `channels` at full resolution and doubles at each of the `downsample` ×2 steps; the
+    latent grid is (H / 2**downsample, W / 2**downsample) vectors of `latent_dim`.
+    """
+
     type: Literal["vq_autoencoder"]
-    channels: int = Field(32, ge=4, le=512)
+    channels: int = Field(16, ge=4, le=512)
     latent_dim: int = Field(16, ge=2, le=512)
     codebook_size: int = Field(256, ge=2, le=65536)
     downsample: int = Field(2, ge=1, le=4)
+    res_blocks: int = Field(1, ge=0, le=16)  # residual blocks at the latent resolution, each side
 
 
 class ResNetSpec(Strict):
@@ -163,14 +338,32 @@ class ResNetSpec(Strict):
 
 
 class PriorResNetSpec(Strict):
-    """Restoration encoder rendering through the frozen prior's codebook and decoder."""
+    """Restoration encoder rendering through the frozen prior's codebook and decoder.
+
+    The encoder has the prior encoder's layout (its widths follow the prior) plus `blocks`
+    residual blocks at the latent resolution; `init_from_prior` starts it from the prior's
+    encoder weights, so that training begins from the prior's reconstruction of its input.
+    """
 
     type: Literal["prior_resnet"]
-    channels: int = Field(32, ge=4, le=512)
     blocks: int = Field(4, ge=1, le=64)
+    init_from_prior: bool = True
 
 
-DerainSpec = Annotated[Union[ResNetSpec, PriorResNetSpec], Field(discriminator="type")]
+class TimmUNetSpec(Strict):
+    """UNet whose encoder is any timm model that supports `features_only` (pipeline.models.timm_unet).
+
+    `weights`: optional local file (.safetensors/.pth) of the encoder's pretrained weights,
+    relative to the workspace root; nothing is ever downloaded.
+    """
+
+    type: Literal["timm_unet"]
+    encoder: str = Field("resnet10t", min_length=1)
+    weights: str | None = None
+    decoder_channels: int = Field(32, ge=4, le=512)
+
+
+DerainSpec = Annotated[Union[ResNetSpec, PriorResNetSpec, TimmUNetSpec], Field(discriminator="type")]
 
 
 class Prior(Strict):
@@ -179,10 +372,16 @@ class Prior(Strict):
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0, lt=1)
     commitment_weight: float = Field(0.25, ge=0)
+    discriminator_weight: float = Field(0.0, ge=0)  # patch-discriminator (hinge) loss; 0 = off
+    restart_every: int = Field(50, ge=0)  # re-seed unused codes every N steps (first 80%); 0 = never
+    val_every: int = Field(100, ge=1)
+    threads: int = Field(2, ge=1, le=256)
 
 
 class TrainRain(Strict):
-    presets: list[Literal[PRESETS]] = Field(min_length=1)  # type: ignore[valid-type]
+    """On-the-fly training rain: one entry of `presets` per crop, applied with `probability`."""
+
+    presets: list[RainEntry] = Field(min_length=1)
     probability: float = Field(0.9, ge=0, le=1)
 
 
@@ -196,8 +395,11 @@ class Train(Strict):
     milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])
     ema_decay: float = Field(0.999, ge=0, lt=1)
     latent_weight: float = Field(0.1, ge=0)
+    crop_size: int = Field(64, ge=8, le=4096)  # random crop from each training patch (<= curate.patch_size)
+    augment: bool = True  # random flips / 90° rotations of the clean crop (before the rain is added)
     val_every: int = Field(100, ge=1)
     threads: int = Field(2, ge=1, le=256)
+    seed: Optional[int] = Field(None, ge=0, le=2**31 - 1)  # training draws only; None = the top-level seed
 
     @field_validator("milestones")
     @classmethod
@@ -208,9 +410,49 @@ class Train(Strict):
 
 
 # ----------------------------------------------------------------------------- evaluate/register
+class PairedFolderSuite(Strict):
+    """A user's folder with `clean/` and `rainy/` images of the same file names, and optionally
+    `rain/` (grey rain layer or mask in 0..255, same names): scored like a synthesized suite
+    (masked scores only when `rain/` exists)."""
+
+    type: Literal["paired"]
+    name: str
+    path: str  # absolute, or relative to the workspace root
+
+
+class UnpairedFolderSuite(Strict):
+    """A user's folder of real rainy photos with no clean reference: derained for the visual
+    report only (no metrics)."""
+
+    type: Literal["unpaired"]
+    name: str
+    path: str  # absolute, or relative to the workspace root
+
+
+FolderSuite = Annotated[Union[PairedFolderSuite, UnpairedFolderSuite], Field(discriminator="type")]
+
+
 class Evaluate(Strict):
-    suites: list[str] = Field(min_length=1)
-    mask_threshold: int = Field(50, ge=0, le=254)
+    suites: list[str] = Field(min_length=1)  # synthesized suites, names from synthesize.suites
+    folders: list[FolderSuite] = Field(default_factory=list)  # the user's own suites
+    mask_threshold: int = Field(50, ge=0, le=254)  # R > threshold is the binary rain mask
+    report_images: int = Field(3, ge=0, le=16)  # images per suite shown in report.png
+    tile: int = Field(1024, ge=32, le=8192)  # larger images are tiled (edge, px)
+    overlap: int = Field(32, ge=0, le=4096)  # tiles overlap and cross-fade by this many px
+    batch_size: int = Field(8, ge=1, le=1024)  # same-size images per forward pass
+
+    @model_validator(mode="after")
+    def _suite_names(self) -> "Evaluate":
+        if 2 * self.overlap > self.tile:
+            raise ValueError(f"overlap={self.overlap} must be at most tile / 2 (tile={self.tile})")
+        names = list(self.suites) + [folder.name for folder in self.folders]
+        for name in names:
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"suite name {name!r} must be letters, digits, '-' or '_'")
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"suite names must be unique across suites and folders, repeated: {duplicates}")
+        return self
 
 
 class Gates(Strict):
@@ -232,6 +474,47 @@ class Register(Strict):
     gates: Gates = Gates()
 
 
+# ----------------------------------------------------------------------------- schedule
+class Schedule(Strict):
+    """Scheduled retraining (`make serve`). Where the server lives is PREFECT_API_URL's business."""
+
+    cron: str = Field("0 3 * * 1", min_length=9)  # Mondays 03:00
+    timezone: str = "UTC"
+    refresh_pool: bool = True  # re-ingest the sources; a changed pool becomes a new data.dvc
+    commit_results: bool = False  # commit dvc.lock / data.dvc to `results_branch` after a run
+    results_branch: str = Field("raincheck/results", min_length=1)
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, cron: str) -> str:
+        if len(cron.split()) != 5:
+            raise ValueError(f"cron must have 5 fields (minute hour day month weekday), got {cron!r}")
+        return cron
+
+
+# ----------------------------------------------------------------------------- study
+class StudyHeatmap(Strict):
+    """Heat maps of the objective: `x` × `y` axes, one panel per combination of `facets`."""
+
+    x: str = "curate.selection.n_backgrounds"
+    y: str = "train.rain.presets"
+    facets: list[str] = Field(default_factory=lambda: ["curate.selection.policy", "train.model"])
+
+
+class Study(Strict):
+    """The generalization study (`make study`): a grid of dotted params keys, times seeds."""
+
+    grid: dict[str, list[Any]] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
+    fixed: dict[str, Any] = Field(default_factory=dict)  # overrides for every cell (e.g. shorter training)
+    workers: int = Field(1, ge=1, le=64)
+    task_runner: Literal["thread", "dask"] = "thread"
+    objective: str = "psnr_rain/unseen"
+    floor_metric: str = "psnr_bg/unseen"
+    floor: float = 20.0
+    heatmap: StudyHeatmap = StudyHeatmap()
+
+
 # ----------------------------------------------------------------------------- the whole file
 class Params(Strict):
     profile: str = "cpu"
@@ -243,6 +526,8 @@ class Params(Strict):
     prior: Prior
     train: Train
     evaluate: Evaluate
+    schedule: Schedule = Schedule()
+    study: Optional[Study] = None
     register: Register = Register()  # shadows ABCMeta.register on the class only: harmless
 
     @model_validator(mode="after")

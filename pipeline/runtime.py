@@ -41,6 +41,7 @@ def project_environment(root: Path, env: MutableMapping[str, str] = os.environ) 
     state = root / ".raincheck"
     quiet_environment(env)
     env.setdefault("PREFECT_HOME", str(state / "prefect"))
+    Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level
     env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     env.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{state / 'mlflow.db'}")

@@ -7,71 +7,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("pipeline", "flows", "dvc.yaml", "pyproject.toml")
-CHILD_ENV_DROP = ("PREFECT_HOME", "PREFECT_API_URL", "MLFLOW_TRACKING_URI", "RAINCHECK_MLFLOW_ARTIFACTS", "DVC_SITE_CACHE_DIR")
+from tests.workspaces import make_workspace, mlflow_query, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _child_env(workspace: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROP}
-    env.update(
-        GIT_AUTHOR_NAME="raincheck test", GIT_AUTHOR_EMAIL="test@raincheck.local",
-        GIT_COMMITTER_NAME="raincheck test", GIT_COMMITTER_EMAIL="test@raincheck.local",
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        PYTHONPATH=str(workspace),
-    )
-    return env
-
-
-def _run(command: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> dict:
-    """Build the workspace and run `python -m flows retrain` once for all the assertions below."""
-    from tests.conftest import textured_photo
-    from PIL import Image
-
+    """Build a workspace and run `python -m flows retrain` once for all the assertions below."""
     base = tmp_path_factory.mktemp("e2e")
-    workspace, photos, remote = base / "ws", base / "photos", base / "remote"
-    workspace.mkdir()
-    photos.mkdir()
-    rng = np.random.default_rng(7)
-    for i in range(10):
-        Image.fromarray(textured_photo(rng, 150, 180)).save(photos / f"p{i:02d}.png")
-    for name in PROJECT_FILES:
-        source = REPO / name
-        copy = shutil.copytree if source.is_dir() else shutil.copy2
-        copy(source, workspace / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if source.is_dir() else {}))
-    params = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
-    params["ingest"]["sources"] = [{"type": "folder", "path": str(photos), "licence": "test images"}]
-    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (workspace / ".gitignore").write_text("/data\n.raincheck/\n__pycache__/\n/build/registry/\n")
-
-    env = _child_env(workspace)
-    _run(["git", "init", "-q", "-b", "main"], workspace, env)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], workspace, env)
-    _run([sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(remote)], workspace, env)
-    _run(["git", "add", "-A"], workspace, env)
-    _run(["git", "commit", "-q", "-m", "workspace"], workspace, env)
-
-    flow = _run([sys.executable, "-m", "flows", "retrain", "--root", str(workspace)], workspace, env)
-    return {"workspace": workspace, "remote": remote, "env": env, "stdout": flow.stdout, "params": params}
+    workspace, env, params = make_workspace(base)
+    flow = run([sys.executable, "-m", "flows", "retrain", "--root", str(workspace)], workspace, env)
+    return {"workspace": workspace, "remote": base / "remote", "env": env, "stdout": flow.stdout, "params": params}
 
 
 def test_metrics_files_hold_finite_numbers(finished_run):
@@ -86,16 +38,11 @@ def test_metrics_files_hold_finite_numbers(finished_run):
 
 def test_version_registered_with_lineage_and_alias(finished_run):
     workspace, env = finished_run["workspace"], finished_run["env"]
-    script = (
-        "import json, mlflow\n"
-        "from pipeline.runtime import project_environment\n"
-        "project_environment('.')\n"
-        "c = mlflow.MlflowClient()\n"
+    out = json.loads(mlflow_query(workspace, env, (
         "v = c.get_model_version_by_alias('raincheck-derain', 'candidate')\n"
         "p = c.get_model_version_by_alias('raincheck-prior', 'latest')\n"
-        "print(json.dumps({'version': v.version, 'tags': v.tags, 'prior': p.version}))\n"
-    )
-    out = json.loads(_run([sys.executable, "-c", script], workspace, env).stdout.strip().splitlines()[-1])
+        "print(json.dumps({'version': str(v.version), 'tags': v.tags, 'prior': str(p.version)}))\n"
+    )))
     assert out["version"] == "1"
     tags = out["tags"]
     assert len(tags["git_commit"]) == 40
@@ -118,15 +65,15 @@ def test_registered_model_derains_a_new_size_in_a_fresh_process(finished_run):
         "out = decode_image(m.predict(pd.DataFrame({'image': [encode_png(img)]}))['image'][0])\n"
         "print(out.shape, out.dtype)\n"
     )
-    result = _run([sys.executable, "-c", script], workspace, env)
+    result = run([sys.executable, "-c", script], workspace, env)
     assert "(45, 77, 3) uint8" in result.stdout
 
 
 def test_dvc_is_clean_and_repro_is_a_no_op(finished_run):
     workspace, env = finished_run["workspace"], finished_run["env"]
-    status = _run([sys.executable, "-m", "dvc", "status"], workspace, env).stdout
+    status = run([sys.executable, "-m", "dvc", "status"], workspace, env).stdout
     assert "changed" not in status and "modified" not in status, status
-    repro = _run([sys.executable, "-m", "dvc", "repro"], workspace, env).stdout
+    repro = run([sys.executable, "-m", "dvc", "repro"], workspace, env).stdout
     assert "didn't change, skipping" in repro
     assert "Running stage" not in repro
     assert any(finished_run["remote"].rglob("*")), "dvc push left the remote empty"

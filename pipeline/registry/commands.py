@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.config import Params
-from pipeline.registry.register import CANDIDATE, CHAMPION, RegistryError, alias_version, mlflow_client
+from pipeline.registry.register import CANDIDATE, CHAMPION, RegistryError, alias_version, mlflow_client, version_metrics
 
 GATED = ("psnr_rain/unseen", "psnr_bg/unseen", "psnr_rain_gain/unseen", "psnr/seen", "psnr/unseen")
 
@@ -15,14 +15,14 @@ def show(params: Params) -> str:
     versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version), reverse=True)
     if not versions:
         return f"{name}: no versions registered yet (run `make run`)."
-    aliases = {alias: getattr(alias_version(client, name, alias), "version", None) for alias in (CHAMPION, CANDIDATE)}
+    aliases = {alias: str(getattr(alias_version(client, name, alias), "version", "")) for alias in (CHAMPION, CANDIDATE)}
     header = ["version", "aliases", "gate", *GATED, "git", "data"]
     rows = []
     for version in versions:
-        metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
+        metrics = version_metrics(client, version)
         rows.append([
             version.version,
-            ",".join(a for a, v in aliases.items() if v == version.version) or "-",
+            ",".join(a for a, v in aliases.items() if v == str(version.version)) or "-",
             version.tags.get("gate", "-") + (" (manual)" if version.tags.get("manual_promotion") else ""),
             *(f"{metrics[k]:.2f}" if k in metrics else "-" for k in GATED),
             version.tags.get("git_commit", "-")[:8],
@@ -42,8 +42,8 @@ def promote(params: Params, version: str, reason: str) -> str:
     name = params.register.model_name
     target = client.get_model_version(name, str(version))
     current = alias_version(client, name, CHAMPION)
-    if current is not None and current.version != target.version:
-        client.set_model_version_tag(name, target.version, "previous_champion", current.version)
+    if current is not None and str(current.version) != str(target.version):
+        client.set_model_version_tag(name, target.version, "previous_champion", str(current.version))
     client.set_model_version_tag(name, target.version, "manual_promotion", reason)
     client.set_registered_model_alias(name, CHAMPION, target.version)
     return f"{name}: champion -> version {target.version} ({reason})"

@@ -35,7 +35,7 @@ def data_digest(params: Params, root: Path) -> str:
     if dvc_file.is_file():
         outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
         if outs[0].get("md5"):
-            return outs[0]["md5"]
+            return outs[0]["md5"].removesuffix(".dir")
     manifest = root / params.paths.pool / "manifest.csv"
     return file_sha256(manifest)[:32] if manifest.is_file() else "unknown"
 

@@ -18,6 +18,8 @@ from pipeline.registry.promotion import decide
 
 EXPERIMENT = "raincheck"
 CANDIDATE, CHAMPION, LATEST = "candidate", "champion", "latest"
+# What the served model needs; explicit so logging never runs a pip resolution (offline-safe).
+PIP_REQUIREMENTS = ["torch>=2.4", "timm>=1.0", "numpy>=2", "pillow", "pandas", "pydantic>=2", "pyyaml"]
 
 
 class RegistryError(RuntimeError):
@@ -62,6 +64,12 @@ def alias_version(client, model_name: str, alias: str):
         return None
 
 
+def version_metrics(client, version) -> dict[str, float]:
+    """The metrics of the MLflow run a registered version came from (empty if unknown)."""
+    run_id = version.run_id or version.tags.get("mlflow_run_id")
+    return dict(client.get_run(run_id).data.metrics) if run_id else {}
+
+
 def _flatten(prefix: str, obj: object) -> dict[str, str]:
     if isinstance(obj, dict):
         out: dict[str, str] = {}
@@ -91,8 +99,10 @@ def _numeric(metrics: dict) -> dict[str, float]:
 
 
 def register_prior(client, params: Params, root: Path, tags: dict[str, str]) -> str:
-    """Register the prior (idempotent on its checkpoint digest); returns its version."""
+    """Register the prior as its own model (idempotent on its checkpoint digest); returns its version."""
     import mlflow
+
+    from pipeline.serving.pyfunc import CHECKPOINT_ARTIFACT, PriorPyfunc, signature
 
     existing = find_version(client, params.register.prior_name, "prior_sha256", tags["prior_sha256"])
     if existing is not None:
@@ -105,16 +115,23 @@ def register_prior(client, params: Params, root: Path, tags: dict[str, str]) -> 
         if metrics.is_file():
             mlflow.log_metrics(_numeric(read_json(metrics)))
         _log_curves(mlflow, prior_dir / "log.csv", "prior")
-        for name in ("recon.png", "prior.pt"):
-            if (prior_dir / name).is_file():
-                mlflow.log_artifact(str(prior_dir / name), artifact_path="prior")
-    version = mlflow.register_model(f"runs:/{run.info.run_id}/prior", params.register.prior_name, tags=tags)
+        if (prior_dir / "recon.png").is_file():
+            mlflow.log_artifact(str(prior_dir / "recon.png"), artifact_path="reports")
+        info = mlflow.pyfunc.log_model(
+            name="prior",
+            python_model=PriorPyfunc(),
+            artifacts={CHECKPOINT_ARTIFACT: str(prior_dir / "prior.pt")},
+            code_paths=[str(Path(__file__).resolve().parents[1])],
+            signature=signature(),
+            pip_requirements=PIP_REQUIREMENTS,
+        )
+    version = mlflow.register_model(info.model_uri, params.register.prior_name, tags={**tags, "mlflow_run_id": run.info.run_id})
     client.set_registered_model_alias(params.register.prior_name, LATEST, version.version)
     return version.version
 
 
-def _log_derain_run(client, params: Params, root: Path, tags: dict[str, str], metrics: dict[str, float]) -> str:
-    """One MLflow run with everything about this model; returns the run id."""
+def _log_derain_run(client, params: Params, root: Path, tags: dict[str, str], metrics: dict[str, float]) -> tuple[str, str]:
+    """One MLflow run with everything about this model; returns (run id, logged model URI)."""
     import mlflow
 
     from pipeline.serving.pyfunc import CHECKPOINT_ARTIFACT, DerainPyfunc, signature
@@ -140,15 +157,15 @@ def _log_derain_run(client, params: Params, root: Path, tags: dict[str, str], me
         ):
             if path.is_file():
                 mlflow.log_artifact(str(path), artifact_path="reports")
-        mlflow.pyfunc.log_model(
+        info = mlflow.pyfunc.log_model(
             name="model",
             python_model=DerainPyfunc(),
             artifacts={CHECKPOINT_ARTIFACT: str(root / paths.model / "model.pt")},
             code_paths=[str(Path(__file__).resolve().parents[1])],
             signature=signature(),
-            pip_requirements=["torch>=2.4", "timm>=1.0", "numpy>=2", "pillow", "pandas", "pydantic>=2", "pyyaml"],
+            pip_requirements=PIP_REQUIREMENTS,
         )
-        return run.info.run_id
+        return run.info.run_id, info.model_uri
 
 
 def run_register(params: Params, root: Path, flow_run_id: str | None = None) -> dict:
@@ -171,7 +188,7 @@ def run_register(params: Params, root: Path, flow_run_id: str | None = None) -> 
     if existing is not None:
         result = {
             "model_name": name,
-            "version": existing.version,
+            "version": str(existing.version),
             "created": False,
             "promote": existing.tags.get("gate") == "passed",
             "reasons": existing.tags.get("gate_reasons", "").split("\n"),
@@ -180,26 +197,26 @@ def run_register(params: Params, root: Path, flow_run_id: str | None = None) -> 
     else:
         prior_version = register_prior(client, params, root, tags)
         tags = {**tags, "prior_model": params.register.prior_name, "prior_version": str(prior_version)}
-        run_id = _log_derain_run(client, params, root, tags, metrics)
-        version = mlflow.register_model(f"runs:/{run_id}/model", name, tags={**tags, "mlflow_run_id": run_id})
+        run_id, model_uri = _log_derain_run(client, params, root, tags, metrics)
+        version = mlflow.register_model(model_uri, name, tags={**tags, "mlflow_run_id": run_id})
         client.set_registered_model_alias(name, CANDIDATE, version.version)
 
         champion = alias_version(client, name, CHAMPION)
-        champion_metrics = client.get_run(champion.run_id).data.metrics if champion else None
+        champion_metrics = version_metrics(client, champion) if champion else None
         decision = decide(metrics, champion_metrics, params.register.gates.floors, params.register.gates.champion_tolerance)
         client.set_model_version_tag(name, version.version, "gate", "passed" if decision.promote else "failed")
         client.set_model_version_tag(name, version.version, "gate_reasons", "\n".join(decision.reasons))
         if decision.promote:
             if champion is not None:
-                client.set_model_version_tag(name, version.version, "previous_champion", champion.version)
+                client.set_model_version_tag(name, version.version, "previous_champion", str(champion.version))
             client.set_registered_model_alias(name, CHAMPION, version.version)
-        result = {"model_name": name, "version": version.version, "created": True, "run_id": run_id,
-                  "prior_version": prior_version, "previous_champion": champion.version if champion else None,
+        result = {"model_name": name, "version": str(version.version), "created": True, "run_id": run_id,
+                  "prior_version": str(prior_version), "previous_champion": str(champion.version) if champion else None,
                   "champion_metrics": dict(champion_metrics or {}), **decision.as_dict()}
 
     champion = alias_version(client, name, CHAMPION)
-    result["champion_version"] = champion.version if champion else None
-    result["aliases"] = sorted(alias for alias in (CANDIDATE, CHAMPION) if (v := alias_version(client, name, alias)) and v.version == result["version"])
+    result["champion_version"] = str(champion.version) if champion else None
+    result["aliases"] = sorted(alias for alias in (CANDIDATE, CHAMPION) if (v := alias_version(client, name, alias)) and str(v.version) == result["version"])
     result["tracking_uri"] = os.environ.get("MLFLOW_TRACKING_URI")
     write_json(root / params.paths.registry / "decision.json", result)
     return result

@@ -17,6 +17,9 @@ CHECKPOINT_ARTIFACT = "checkpoint"
 class DerainPyfunc(mlflow.pyfunc.PythonModel):
     """Wraps `pipeline.models.factory.load_derain_model` + tiled inference."""
 
+    # The I/O contract is the explicit string-column signature, not predict()'s type hints.
+    _skip_type_hint_validation = True
+
     def __init__(self, tile: int = 512, overlap: int = 32):
         self.tile = tile
         self.overlap = overlap
@@ -48,3 +51,37 @@ def signature():
 
     schema = Schema([ColSpec("string", "image")])
     return ModelSignature(inputs=schema, outputs=schema)
+
+
+class PriorPyfunc(mlflow.pyfunc.PythonModel):
+    """The VQ content prior as a pyfunc: images in, their reconstructions (what the prior can draw) out."""
+
+    _skip_type_hint_validation = True
+
+    def load_context(self, context) -> None:
+        from pipeline.models.factory import load_prior
+
+        self.prior = load_prior(context.artifacts[CHECKPOINT_ARTIFACT])
+
+    def predict(self, context, model_input, params=None):
+        import numpy as np
+        import pandas as pd
+        import torch
+        import torch.nn.functional as F
+
+        from pipeline.serving.codec import IMAGE_COLUMN, PayloadError, decode_image, encode_png
+
+        if not isinstance(model_input, pd.DataFrame) or IMAGE_COLUMN not in model_input.columns:
+            raise PayloadError(f"expected a DataFrame with an '{IMAGE_COLUMN}' column of base64 images")
+        stride = 2 ** self.prior.spec.downsample
+        outputs = []
+        for text in model_input[IMAGE_COLUMN]:
+            image = decode_image(text)
+            x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+            h, w = x.shape[-2:]
+            # Reflect-pad to the prior's stride, reconstruct, crop back to the input size.
+            x = F.pad(x, (0, -w % stride, 0, -h % stride), mode="reflect" if min(h, w) > stride else "replicate")
+            with torch.no_grad():
+                recon = self.prior(x)[0][..., :h, :w]
+            outputs.append(encode_png((recon[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy().astype(np.uint8)))
+        return pd.DataFrame({IMAGE_COLUMN: outputs})

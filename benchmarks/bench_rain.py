@@ -1,0 +1,292 @@
+"""Rain synthesis benchmark: fidelity and speed of raincheck's engine vs a per-image OpenCV reference.
+
+    .venv/bin/pip install -r requirements-bench.txt
+    .venv/bin/python benchmarks/bench_rain.py            # full run (a few minutes on 2 cores)
+    .venv/bin/python benchmarks/bench_rain.py --quick    # smaller samples, for a smoke test
+
+Sections (Markdown on stdout; --json FILE keeps the numbers):
+1. exactness: engine vs reference on the same noise and parameters (share of pixels off by > 1);
+2. fidelity per preset at 128² and 512²: coverage (R > 50), mean R and the measured streak angles,
+   engine beside reference, each with its standard error, a z-score and a KS test on the angles;
+3. speed: rain layers per second at 128² and 512², engine (batched and one image at a time) vs the
+   reference vs albumentations and kornia RandomRain, all in one process, at 1 and 2 threads
+   (and on CUDA when there is a GPU);
+4. memory: peak resident memory of synthesize_rain on a 4096² image, in copies of that image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PRESETS = ("small", "medium", "large", "random")
+
+
+# ----------------------------------------------------------------------------- the reference
+def reference_rain(clean: np.ndarray, preset: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The recipe as method.md describes it, one image at a time with OpenCV/NumPy (float64).
+
+    clean: uint8 HxWx3. Returns (rainy uint8 HxWx3, rain layer uint8 HxW, drawn parameters).
+    """
+    import cv2
+
+    from pipeline.synthesis.rain import PRESET_CONFIGS
+
+    cfg = PRESET_CONFIGS[preset]
+    amount = rng.uniform(*cfg.amount)
+    width = int(rng.choice(cfg.width, p=cfg.width_probs))
+    length = int(rng.integers(cfg.length[0], cfg.length[1] + 1))
+    low, high = cfg.angle[0]
+    angle = int(rng.integers(low, high + 1))
+    beta = rng.uniform(*cfg.beta)
+
+    seeds = rng.uniform(0, 256, clean.shape[:2])
+    seeds[seeds < 256 * (1 - amount)] = 0
+    seeds = cv2.filter2D(seeds, -1, np.array([[0, 0.1, 0], [0.1, 8, 0.1], [0, 0.1, 0]]))
+    # A length×length line through the centre (the diagonal turned by -45° is vertical at angle 0).
+    rotation = cv2.getRotationMatrix2D((length / 2, length / 2), angle - 45, 1)
+    kernel = cv2.warpAffine(np.diag(np.ones(length)), rotation, (length, length))
+    kernel = cv2.GaussianBlur(kernel, (width, width), 0)
+    layer = cv2.filter2D(seeds, -1, kernel)
+    layer = cv2.normalize(layer, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    rainy = cv2.addWeighted(clean, 1, cv2.merge([layer, layer, layer]), beta, 0)
+    return rainy, layer, {"amount": amount, "width": width, "length": length, "angle": angle, "beta": beta}
+
+
+def reference_layer_from_noise(noise: np.ndarray, amount: float, length: int, angle: int, width: int) -> np.ndarray:
+    """Reference rain layer from a given U(0,256) field (for the same-noise exactness check)."""
+    import cv2
+
+    seeds = noise.copy()
+    seeds[seeds < 256 * (1 - amount)] = 0
+    seeds = cv2.filter2D(seeds, -1, np.array([[0, 0.1, 0], [0.1, 8, 0.1], [0, 0.1, 0]]))
+    rotation = cv2.getRotationMatrix2D((length / 2, length / 2), angle - 45, 1)
+    kernel = cv2.GaussianBlur(cv2.warpAffine(np.diag(np.ones(length)), rotation, (length, length)), (width, width), 0)
+    layer = cv2.filter2D(seeds, -1, kernel)
+    return cv2.normalize(layer, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+
+
+def background(size: int, seed: int = 0) -> np.ndarray:
+    from tests.conftest import textured_photo
+
+    return textured_photo(np.random.default_rng(seed), size, size)
+
+
+# ----------------------------------------------------------------------------- measurements
+def exactness(samples: int) -> list[dict]:
+    """Engine vs reference on identical noise and parameters: how many pixels of R differ."""
+    import torch
+
+    from pipeline.synthesis.rain import draw_rain_params, render_rain_layers, resolve_rain
+
+    rows = []
+    for preset in PRESETS:
+        generator = torch.Generator().manual_seed(0)
+        off, worst, total = 0, 0, 0
+        for _ in range(samples):
+            draw = draw_rain_params(resolve_rain([preset]), 1, generator, "cpu")
+            noise = torch.rand(1, 1, 128, 128, generator=generator)
+            reference = reference_layer_from_noise(
+                (noise[0, 0].double() * 256).numpy(), float(draw.amount[0]), int(draw.length[0]),
+                int(draw.angle[0]), int(draw.width[0]),
+            )
+            engine = render_rain_layers(noise.clone(), draw)[0, 0].numpy().astype(np.uint8)
+            difference = np.abs(engine.astype(int) - reference.astype(int))
+            off += int((difference > 1).sum())
+            worst = max(worst, int(difference.max()))
+            total += difference.size
+        rows.append({"preset": preset, "samples": samples, "max_abs_diff": worst, "share_off_by_more_than_1": off / total})
+    return rows
+
+
+def _summary(values: list[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=np.float64)
+    return float(array.mean()), float(array.std(ddof=1) / math.sqrt(len(array)))
+
+
+def fidelity(size: int, samples: int) -> list[dict]:
+    """Per preset: coverage, mean R and streak angles from both implementations."""
+    import torch
+    from scipy.stats import ks_2samp
+
+    from pipeline.synthesis.rain import measure_streak_angle, rainify_batch
+
+    clean = background(size)
+    batch = torch.from_numpy(clean).permute(2, 0, 1).float().div(255)[None]
+    rows = []
+    for number, preset in enumerate(PRESETS):
+        # Separate streams per preset and implementation: independent samples, independent tests.
+        generator = torch.Generator().manual_seed(100 + number)
+        rng = np.random.default_rng(200 + number)
+        engine, reference = {"cov": [], "mean": [], "angle": []}, {"cov": [], "mean": [], "angle": []}
+        for start in range(0, samples, 16):
+            count = min(16, samples - start)
+            _, layers = rainify_batch(batch.expand(count, -1, -1, -1), [preset], 1.0, generator)
+            for layer in layers[:, 0].numpy():
+                engine["cov"].append(float((layer > 50).mean()))
+                engine["mean"].append(float(layer.mean()))
+                engine["angle"].append(measure_streak_angle(layer))
+        for _ in range(samples):
+            _, layer, _ = reference_rain(clean, preset, rng)
+            reference["cov"].append(float((layer > 50).mean()))
+            reference["mean"].append(float(layer.mean()))
+            reference["angle"].append(measure_streak_angle(layer))
+        row = {"size": size, "preset": preset, "samples": samples}
+        for key in ("cov", "mean"):
+            (m_e, se_e), (m_r, se_r) = _summary(engine[key]), _summary(reference[key])
+            row[f"{key}_engine"], row[f"{key}_reference"] = m_e, m_r
+            row[f"{key}_z"] = (m_e - m_r) / math.sqrt(se_e**2 + se_r**2 + 1e-24)
+            row[f"{key}_se"] = math.sqrt(se_e**2 + se_r**2)
+        row["angle_sd_engine"] = float(np.nanstd(engine["angle"]))
+        row["angle_sd_reference"] = float(np.nanstd(reference["angle"]))
+        row["angle_ks_p"] = float(ks_2samp(engine["angle"], reference["angle"]).pvalue)
+        rows.append(row)
+    return rows
+
+
+def _rate(function, images_per_call: int, seconds: float = 2.0) -> float:
+    """Images per second of `function`, after one warm-up call, over at least `seconds`."""
+    function()
+    calls, start = 0, time.perf_counter()
+    while True:
+        function()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds and calls >= 3:
+            return calls * images_per_call / elapsed
+
+
+def speed(size: int, threads: int, seconds: float) -> dict:
+    """Rain layers per second for each implementation on one size, with `threads` threads."""
+    import albumentations
+    import cv2
+    import kornia.augmentation
+    import torch
+
+    from pipeline.synthesis.rain import rainify_batch, synthesize_rain
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    clean = background(size)
+    batch_size = 16 if size <= 128 else 4
+    batch = torch.from_numpy(clean).permute(2, 0, 1).float().div(255)[None].repeat(batch_size, 1, 1, 1)
+    generator = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
+    seeds = iter(range(10**9))
+    album = albumentations.RandomRain(p=1.0)
+    korn = kornia.augmentation.RandomRain(p=1.0)
+    rates = {
+        "engine_batched": _rate(lambda: rainify_batch(batch, ["medium"], 1.0, generator), batch_size, seconds),
+        "engine_one_image": _rate(lambda: synthesize_rain(clean, ["medium"], next(seeds)), 1, seconds),
+        "reference_opencv": _rate(lambda: reference_rain(clean, "medium", rng), 1, seconds),
+        "albumentations_RandomRain": _rate(lambda: album(image=clean), 1, seconds),
+        "kornia_RandomRain": _rate(lambda: korn(batch), batch_size, seconds),
+    }
+    if torch.cuda.is_available():
+        gpu_batch = batch.cuda()
+        gpu_generator = torch.Generator(device="cuda").manual_seed(0)
+
+        def on_gpu():
+            rainify_batch(gpu_batch, ["medium"], 1.0, gpu_generator)
+            torch.cuda.synchronize()
+
+        rates["engine_batched_cuda"] = _rate(on_gpu, batch_size, seconds)
+    return {"size": size, "threads": threads, **rates}
+
+
+def memory_4096() -> dict:
+    """Peak resident memory added by synthesize_rain on a 4096² image, measured in a fresh process
+    (Linux: the peak is reset through /proc/self/clear_refs once the input image exists)."""
+    code = (
+        "import re, time, numpy as np, torch\n"
+        "torch.set_num_threads(1)\n"
+        "from pipeline.synthesis.rain import synthesize_rain\n"
+        "synthesize_rain(np.zeros((64, 64, 3), np.uint8), ['large'], 0)\n"  # imports and warm-up
+        "image = np.empty((4096, 4096, 3), np.uint8)\n"
+        "for top in range(0, 4096, 256):\n"
+        "    image[top:top + 256] = np.random.default_rng(top).integers(0, 256, (256, 4096, 3), dtype=np.uint8)\n"
+        "status = lambda key: int(re.search(key + r':\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        "before = status('VmRSS')\n"
+        "start = time.perf_counter()\n"
+        "rainy, layer, _ = synthesize_rain(image, ['large'], 1)\n"
+        "print((status('VmHWM') - before) * 1024, time.perf_counter() - start)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    extra_bytes, seconds = out.stdout.split()
+    image_bytes = 4096 * 4096 * 3
+    return {
+        "extra_peak_mib": int(extra_bytes) / 2**20,
+        "image_mib": image_bytes / 2**20,
+        "extra_peak_in_image_copies": int(extra_bytes) / image_bytes,
+        "seconds": float(seconds),
+    }
+
+
+# ----------------------------------------------------------------------------- report
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="few samples, short timings (smoke test)")
+    parser.add_argument("--json", type=Path, help="also write all numbers to this JSON file")
+    args = parser.parse_args()
+    fidelity_samples = {128: 48, 512: 12} if args.quick else {128: 400, 512: 60}
+    seconds = 0.5 if args.quick else 3.0
+
+    import torch
+
+    torch.set_num_threads(1)
+    results: dict = {"exactness": exactness(4 if args.quick else 25)}
+    print("## Exactness: same noise and parameters (128², per preset)\n")
+    print("| preset | samples | max abs diff of R | share of pixels off by > 1 |\n|---|---|---|---|")
+    for row in results["exactness"]:
+        print(f"| {row['preset']} | {row['samples']} | {row['max_abs_diff']} | {row['share_off_by_more_than_1']:.2e} |")
+
+    results["fidelity"] = [row for size in (128, 512) for row in fidelity(size, fidelity_samples[size])]
+    print("\n## Fidelity per preset: engine | reference (z = difference / its standard error)\n")
+    print("| size | preset | n | coverage R>50 | z | mean R | z | angle sd (deg) | angle KS p |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in results["fidelity"]:
+        print(
+            f"| {row['size']}² | {row['preset']} | {row['samples']} "
+            f"| {row['cov_engine']:.3f} \\| {row['cov_reference']:.3f} | {row['cov_z']:+.1f} "
+            f"| {row['mean_engine']:.1f} \\| {row['mean_reference']:.1f} | {row['mean_z']:+.1f} "
+            f"| {row['angle_sd_engine']:.1f} \\| {row['angle_sd_reference']:.1f} | {row['angle_ks_p']:.2f} |"
+        )
+
+    # 64² is the training crop of the default params (curate.patch_size); 128² and 512² are the goal's.
+    results["speed"] = [speed(size, threads, seconds) for threads in (1, 2) for size in (64, 128, 512)]
+    print("\n## Speed: rain layers per second (preset medium; ratio = engine batched / reference)\n")
+    names = [key for key in results["speed"][0] if key not in ("size", "threads")]
+    print("| size | threads | " + " | ".join(names) + " | ratio |")
+    print("|---|---|" + "---|" * len(names) + "---|")
+    for row in results["speed"]:
+        ratio = row["engine_batched"] / row["reference_opencv"]
+        print(f"| {row['size']}² | {row['threads']} | " + " | ".join(f"{row[n]:.0f}" for n in names) + f" | {ratio:.2f}x |")
+
+    results["memory_4096"] = memory_4096()
+    m = results["memory_4096"]
+    print(
+        f"\n## Memory: 4096² image ({m['image_mib']:.0f} MiB as uint8 RGB): synthesize_rain peak +"
+        f"{m['extra_peak_mib']:.0f} MiB = {m['extra_peak_in_image_copies']:.1f} image copies "
+        f"(including the rainy output and R), {m['seconds']:.1f} s"
+    )
+    load = " ".join(f"{v:.1f}" for v in __import__("os").getloadavg())
+    print(f"\nMachine: {__import__('os').cpu_count()} CPUs, load average {load}; torch {torch.__version__}")
+    results["peak_rss_mib_benchmark_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation: masked metrics (rain region vs background), suites, the `evaluate` step, report.png."""

@@ -1,0 +1,177 @@
+"""report.png: the evaluation a person looks at.
+
+Top: the metric table (one column per suite, model beside its rainy input). Below, for a few
+images per suite: rainy | output | clean | |error| inside the rain mask | |error| on the
+background. The error maps share one fixed colour scale (0 to ERROR_VMAX grey levels) so that
+reports of different runs compare at a glance. Unpaired suites (real rain, no reference) show
+rainy | output only; paired suites without masks show the whole-image error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.io import atomic_path
+
+ERROR_VMAX = 64.0  # grey levels: errors at or above this show as the brightest colour
+THUMBNAIL_SIDE = 320  # panels are box-downscaled to at most this many pixels per side
+
+# (metric key, label) rows of the table; a row appears when any suite has the key.
+TABLE_METRICS = (
+    ("psnr", "PSNR RGB (dB)"),
+    ("psnr_input", "  rainy input"),
+    ("psnr_y601", "PSNR Y BT.601 (dB)"),
+    ("psnr_y601_input", "  rainy input"),
+    ("ssim", "SSIM RGB"),
+    ("ssim_input", "  rainy input"),
+    ("psnr_rain", "rain-region PSNR (dB)"),
+    ("psnr_rain_input", "  rainy input"),
+    ("psnr_rain_gain", "  gain over input"),
+    ("psnr_bg", "background PSNR (dB)"),
+    ("psnr_bg_input", "  rainy input"),
+    ("psnr_bg_gain", "  gain over input"),
+    ("mse_ratio", "rain MSE / background MSE"),
+    ("mse_ratio_input", "  rainy input"),
+    ("empty_masks", "images with empty mask"),
+    ("n_images", "images"),
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image's panels, downscaled for display.
+
+    rainy, output, clean: uint8 hxwx3 in [0, 255]; error: float32 hxw, mean |output − clean| over
+    channels in [0, 255]; mask: bool hxw, the binary rain mask. clean/error are None for an
+    unpaired suite, mask None without a rain layer.
+    """
+
+    suite: str
+    image_id: str
+    rainy: np.ndarray
+    output: np.ndarray
+    clean: np.ndarray | None = None
+    error: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    scores: dict = field(default_factory=dict)
+
+
+def _shrink(array: np.ndarray, factor: int) -> np.ndarray:
+    """Box-average downscale by an integer factor (uint8 RGB stays uint8, float stays float32)."""
+    if factor <= 1:
+        return array
+    from PIL import Image
+
+    if array.dtype == np.uint8:
+        return np.asarray(Image.fromarray(array).reduce(factor))
+    return np.asarray(Image.fromarray(array.astype(np.float32), mode="F").reduce(factor))
+
+
+def make_sample(
+    suite: str,
+    image_id: str,
+    rainy: np.ndarray,
+    output: np.ndarray,
+    clean: np.ndarray | None = None,
+    rain: np.ndarray | None = None,
+    threshold: float = 50,
+    scores: dict | None = None,
+    max_side: int = THUMBNAIL_SIDE,
+) -> Sample:
+    """A report sample from full-size uint8 HxWx3 images and the rain layer HxW in [0, 255]."""
+    factor = math.ceil(max(rainy.shape[:2]) / max_side)
+    error = mask = None
+    if clean is not None:
+        error = _shrink(np.abs(output.astype(np.float32) - clean.astype(np.float32)).mean(axis=-1), factor)
+    if rain is not None:
+        mask = _shrink((rain > threshold).astype(np.float32), factor) > 0.5
+    return Sample(
+        suite=suite,
+        image_id=image_id,
+        rainy=_shrink(rainy, factor),
+        output=_shrink(output, factor),
+        clean=None if clean is None else _shrink(clean, factor),
+        error=error,
+        mask=mask,
+        scores=dict(scores or {}),
+    )
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
+    return "-"
+
+
+def table_rows(metrics: dict, suites: list[str]) -> list[list[str]]:
+    """[label, value per suite] for every TABLE_METRICS key some suite has."""
+    return [
+        [label, *(_fmt(metrics.get(f"{key}/{suite}")) for suite in suites)]
+        for key, label in TABLE_METRICS
+        if any(f"{key}/{suite}" in metrics for suite in suites)
+    ]
+
+
+def _score_title(name: str, scores: dict, key: str) -> str:
+    ours, theirs = scores.get(key), scores.get(f"{key}_input")
+    if ours is None or not math.isfinite(ours):
+        return name
+    return f"{name}\n{ours:.2f} dB (input {theirs:.2f})"
+
+
+def _draw_sample(axes, sample: Sample) -> None:
+    import matplotlib.colors
+
+    cmap = matplotlib.colormaps["magma"].with_extremes(bad="#d0d0d0")
+    norm = matplotlib.colors.Normalize(0.0, ERROR_VMAX)
+    panels = [(sample.rainy, f"{sample.suite} / {sample.image_id}\nrainy"), (sample.output, _score_title("output: PSNR", sample.scores, "psnr"))]
+    if sample.clean is not None:
+        panels.append((sample.clean, "clean"))
+    if sample.error is not None and sample.mask is not None:
+        panels.append((np.ma.masked_where(~sample.mask, sample.error), _score_title("|error| in rain", sample.scores, "psnr_rain")))
+        panels.append((np.ma.masked_where(sample.mask, sample.error), _score_title("|error| on background", sample.scores, "psnr_bg")))
+    elif sample.error is not None:
+        panels.append((sample.error, "|error| (no mask)"))
+    for ax in axes:
+        ax.axis("off")
+    for ax, (image, title) in zip(axes, panels):
+        if image.ndim == 2:
+            ax.imshow(image, cmap=cmap, norm=norm, interpolation="nearest")
+        else:
+            ax.imshow(image, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+
+
+def render_report(path: Path | str, metrics: dict, suites: list[str], samples: list[Sample]) -> None:
+    """Write the report PNG atomically: metric table (flat `<metric>/<suite>` keys) and samples."""
+    from matplotlib.figure import Figure
+
+    rows = table_rows(metrics, suites)
+    table_height = 0.6 + 0.22 * (len(rows) + 1)
+    figure = Figure(figsize=(13, table_height + 2.8 * len(samples)), dpi=80)
+    grid = figure.add_gridspec(1 + len(samples), 5, height_ratios=[table_height] + [2.8] * len(samples))
+    table_ax = figure.add_subplot(grid[0, :])
+    table_ax.axis("off")
+    table_ax.set_title(f"raincheck evaluation (error colour scale 0..{ERROR_VMAX:g} grey levels)", fontsize=10)
+    if rows:
+        suite_width = min(0.16, 0.7 / len(suites))
+        table = table_ax.table(
+            cellText=rows,
+            colLabels=["metric", *suites],
+            colWidths=[0.25] + [suite_width] * len(suites),
+            loc="upper center",
+            cellLoc="left",
+        )
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+    for index, sample in enumerate(samples, start=1):
+        _draw_sample([figure.add_subplot(grid[index, column]) for column in range(5)], sample)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", metadata={"Software": None})

@@ -1,0 +1,159 @@
+"""Ingestion step: build the raw background pool `{pool}/` from the sources in params.ingest.
+
+Writes (docs/dataflow.md): images/<image_id>.png (uint8 RGB, short side <= ingest.short_side),
+manifest.csv (one row per photo, sorted by image_id), rejected.csv (source, member, reason) and
+licences/<package>.copyright.
+
+- Streaming: photos are read, decoded, scaled and written one at a time, so memory does not grow
+  with the pool.
+- Reproducible: the pool is a function of the source bytes only (deterministic PNG encoding,
+  sorted tables, no timestamps), so the same sources give a byte-identical pool and data.dvc
+  changes only when the photos do.
+- Atomic: the pool is built in a temporary sibling directory and renamed into place; a failed
+  run leaves the previous pool untouched.
+- Bad files are skipped and listed with the reason; the run fails only when fewer than
+  ingest.min_images photos remain, or a source marked `required` cannot be fetched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from pipeline.config import Ingest, Params
+from pipeline.io import atomic_path, save_png, write_csv
+from pipeline.ingestion.decode import DecodeError, decode_photo
+from pipeline.ingestion.sources import Candidate, Package, iter_packages, largest_jpeg
+from pipeline.runtime import cache_dir
+
+MANIFEST_COLUMNS = [
+    "image_id", "source", "package", "version", "member", "licence",
+    "sha256", "width", "height", "orig_width", "orig_height",
+]
+REJECTED_COLUMNS = ["source", "member", "reason"]
+
+
+class IngestError(RuntimeError):
+    """Ingestion cannot produce a usable pool; the message says why and which params key to change."""
+
+
+def run_ingest(params: Params, root: Path) -> dict:
+    """Build `{pool}/` from params.ingest; returns a summary (per-package counts, rejects, timing).
+
+    Raises IngestError when fewer than ingest.min_images photos are usable or a required source
+    is unavailable, and FileNotFoundError for a folder source that does not exist.
+    """
+    from tqdm import tqdm
+
+    settings = params.ingest
+    root = Path(root)
+    pool = root / params.paths.pool
+    started = time.perf_counter()
+    rows: list[dict] = []
+    rejected: list[dict] = []
+    packages: dict[str, dict] = {}
+    unavailable: dict[str, str] = {}
+    seen: dict[str, str] = {}  # sha256 -> image_id, to skip exact copies
+
+    with atomic_path(pool) as building:
+        (building / "images").mkdir(parents=True)
+        for index, source in enumerate(settings.sources):
+            key = f"ingest.sources[{index}]"
+            for package in iter_packages(source, root, cache_dir(), key=key):
+                label = f"{package.source}/{package.package}"
+                if package.error:
+                    if getattr(source, "required", False):
+                        raise IngestError(f"{key} ({label}) is required but unavailable: {package.error}")
+                    unavailable[label] = package.error
+                    continue
+                if package.copyright:
+                    licences = building / "licences"
+                    licences.mkdir(exist_ok=True)
+                    (licences / f"{package.package}.copyright").write_text(package.copyright, encoding="utf-8")
+                for member, reason in package.refused:
+                    rejected.append(_rejection(package, member, reason))
+                kept = 0
+                progress = tqdm(package.candidates, desc=label, unit="photo", file=sys.stderr, leave=False)
+                for candidate in progress:
+                    try:
+                        rows.append(_ingest_one(candidate, package, settings, building / "images", seen))
+                        kept += 1
+                    except DecodeError as error:
+                        rejected.append(_rejection(package, candidate.member, str(error)))
+                packages[label] = {
+                    "version": package.version,
+                    "found": len(package.candidates),
+                    "kept": kept,
+                    "rejected": len(package.candidates) - kept,
+                }
+        if len(rows) < settings.min_images:
+            raise IngestError(_too_few_message(len(rows), settings.min_images, rejected, unavailable))
+        write_csv(building / "manifest.csv", sorted(rows, key=lambda row: row["image_id"]), MANIFEST_COLUMNS)
+        write_csv(building / "rejected.csv", sorted(rejected, key=lambda row: tuple(row.values())), REJECTED_COLUMNS)
+
+    seconds = time.perf_counter() - started
+    return {
+        "pool": str(pool),
+        "images": len(rows),
+        "rejected": len(rejected),
+        "rejected_reasons": dict(Counter(row["reason"].split(":")[0] for row in rejected)),
+        "sources": packages,
+        "unavailable": unavailable,
+        "pool_mb": round(sum(f.stat().st_size for f in pool.rglob("*") if f.is_file()) / 2**20, 1),
+        "seconds": round(seconds, 1),
+        "images_per_s": round(len(rows) / seconds, 2) if seconds > 0 else None,
+    }
+
+
+def _ingest_one(candidate: Candidate, package: Package, settings: Ingest, images: Path, seen: dict) -> dict:
+    """Read, decode, scale and store one photo; returns its manifest row (raises DecodeError)."""
+    try:
+        data = candidate.read()
+    except OSError as error:
+        raise DecodeError(f"unreadable: {error}") from None
+    sha256 = hashlib.sha256(data).hexdigest()
+    if sha256 in seen:
+        raise DecodeError(f"duplicate: same bytes as {seen[sha256]}")
+    image_id = f"{package.source}-{sha256[:12]}"
+    if candidate.eet:
+        try:
+            data = largest_jpeg(data, settings.max_pixels)
+        except ValueError as error:
+            raise DecodeError(str(error)) from None
+    decoded = decode_photo(data, max_pixels=settings.max_pixels, short_side=settings.short_side)
+    save_png(images / f"{image_id}.png", decoded.image)
+    seen[sha256] = image_id
+    height, width = decoded.image.shape[:2]
+    return {
+        "image_id": image_id,
+        "source": package.source,
+        "package": package.package,
+        "version": package.version,
+        "member": candidate.member,
+        "licence": candidate.licence,
+        "sha256": sha256,
+        "width": width,
+        "height": height,
+        "orig_width": decoded.orig_width,
+        "orig_height": decoded.orig_height,
+    }
+
+
+def _rejection(package: Package, member: str, reason: str) -> dict:
+    # rejected.csv has no package column: the member is prefixed with the package (or folder) name.
+    return {"source": package.source, "member": f"{package.package}/{member}", "reason": reason}
+
+
+def _too_few_message(kept: int, needed: int, rejected: list[dict], unavailable: dict[str, str]) -> str:
+    lines = [
+        f"only {kept} usable photos, but ingest.min_images={needed}: add sources (e.g. a folder of "
+        f"your own photos) or lower ingest.min_images. The previous pool was left untouched."
+    ]
+    lines += [f"  unavailable {label}: {reason}" for label, reason in sorted(unavailable.items())]
+    lines += [f"  rejected {row['member']}: {row['reason']}" for row in rejected[:10]]
+    if len(rejected) > 10:
+        lines.append(f"  ... and {len(rejected) - 10} more rejected files")
+    return "\n".join(lines)

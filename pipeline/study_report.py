@@ -1,0 +1,150 @@
+"""The study's evidence: tables, heat maps, the trade-off plot, the recommendation, MLflow runs.
+
+Writes under `build/study/`: cells.csv (one row per cell and seed), table.csv (mean ± std per
+configuration), heatmaps.png, tradeoff.png, recommendation.md, suggested_params.yaml.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import yaml
+
+from pipeline.config import Params
+from pipeline.io import atomic_path, write_csv
+from pipeline.study import aggregate, nested, recommend, short
+
+METRICS = [
+    "psnr_rain/unseen", "psnr_bg/unseen", "psnr_rain_gain/unseen", "psnr/unseen",
+    "psnr_rain/seen", "psnr_bg/seen", "psnr_rain_gain/seen", "psnr/seen",
+]
+
+
+def _fmt(mean: float, std: float) -> str:
+    return "-" if math.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
+
+
+def _heatmaps(params: Params, rows: list[dict], path: Path) -> None:
+    """One panel per facet combination: objective mean over heatmap.x × heatmap.y."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    spec, objective = params.study.heatmap, params.study.objective
+    value = lambda row, key: short(row["config"].get(key, "-"))  # noqa: E731
+    xs = sorted({value(r, spec.x) for r in rows}, key=lambda v: (len(v), v))
+    ys = sorted({value(r, spec.y) for r in rows}, key=lambda v: (len(v), v))
+    facets = sorted({tuple(value(r, f) for f in spec.facets) for r in rows})
+    fig, axes = plt.subplots(1, len(facets), figsize=(3.2 * len(facets) + 1, 0.6 * len(ys) + 2), squeeze=False)
+    finite = [r[f"{objective}:mean"] for r in rows if math.isfinite(r[f"{objective}:mean"])]
+    vmin, vmax = (min(finite), max(finite)) if finite else (0, 1)
+    for ax, facet in zip(axes[0], facets):
+        grid = np.full((len(ys), len(xs)), np.nan)
+        for r in rows:
+            if tuple(value(r, f) for f in spec.facets) == facet:
+                grid[ys.index(value(r, spec.y)), xs.index(value(r, spec.x))] = r[f"{objective}:mean"]
+        image = ax.imshow(grid, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+        for (i, j), v in np.ndenumerate(grid):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="white", fontsize=8)
+        ax.set_xticks(range(len(xs)), xs)
+        ax.set_yticks(range(len(ys)), ys)
+        ax.set_xlabel(spec.x.rsplit(".", 1)[-1])
+        ax.set_ylabel(spec.y.rsplit(".", 1)[-1])
+        ax.set_title(" / ".join(facet), fontsize=9)
+    fig.colorbar(image, ax=axes[0].tolist(), label=f"{objective} (dB, mean over seeds)")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def _tradeoff(params: Params, rows: list[dict], path: Path) -> None:
+    """Rain removal (unseen rain-region PSNR) against background reconstruction, per configuration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    models = sorted({short(r["config"].get("train.model", "-")) for r in rows})
+    for model in models:
+        mine = [r for r in rows if short(r["config"].get("train.model", "-")) == model]
+        ax.errorbar([r["psnr_bg/unseen:mean"] for r in mine], [r["psnr_rain/unseen:mean"] for r in mine],
+                    xerr=[r["psnr_bg/unseen:std"] for r in mine], yerr=[r["psnr_rain/unseen:std"] for r in mine],
+                    fmt="o", capsize=2, label=model)
+    ax.axvline(params.study.floor, color="grey", linestyle=":", label=f"background floor {params.study.floor:g} dB")
+    ax.set_xlabel("background PSNR, unseen rain (dB)")
+    ax.set_ylabel("rain-region PSNR, unseen rain (dB)")
+    ax.set_title("rain removal vs background reconstruction")
+    ax.legend(fontsize=8)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def _log_mlflow(params: Params, results: list[dict], out: Path, lineage: dict) -> str:
+    """One parent run for the study, one child run per cell; returns the parent run id."""
+    import mlflow
+
+    from pipeline.registry.register import ensure_experiment, mlflow_client
+
+    client = mlflow_client()
+    experiment = ensure_experiment(client, "raincheck-study")
+    with mlflow.start_run(experiment_id=experiment, run_name="study") as parent:
+        mlflow.set_tags(lineage)
+        mlflow.log_params({"cells": len(results), "seeds": len(params.study.seeds), "objective": params.study.objective})
+        for result in results:
+            with mlflow.start_run(experiment_id=experiment, run_name=f"cell-{result['cell_id']}", nested=True):
+                mlflow.set_tags({**lineage, "cell_id": result["cell_id"], "status": "failed" if result["metrics"] is None else "ok"})
+                mlflow.log_params({k: str(v)[:500] for k, v in result["overrides"].items()})
+                if result["metrics"]:
+                    mlflow.log_metrics({k: float(v) for k, v in result["metrics"].items() if isinstance(v, (int, float)) and v == v})
+        for name in ("cells.csv", "table.csv", "heatmaps.png", "tradeoff.png", "recommendation.md", "suggested_params.yaml"):
+            if (out / name).is_file():
+                mlflow.log_artifact(str(out / name))
+        return parent.info.run_id
+
+
+def write_study_outputs(params: Params, root: Path, results: list[dict], lineage: dict) -> dict:
+    """Write every study output and log them; returns the markdown, table rows and counts."""
+    out = Path(root) / "build" / "study"
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "cells.csv", [
+        {"cell_id": r["cell_id"], "label": r["label"], "error": (r["error"] or "")[:200],
+         **{m: (r["metrics"] or {}).get(m, "") for m in METRICS}} for r in results
+    ])
+    rows = aggregate(results, METRICS)
+    table_rows = [{"configuration": ", ".join(f"{k.rsplit('.', 1)[-1]}={short(v)}" for k, v in r["config"].items()),
+                   "seeds": r["seeds"], "failed": r["failed"],
+                   **{m: _fmt(r[f"{m}:mean"], r[f"{m}:std"]) for m in METRICS[:4]}} for r in rows]
+    write_csv(out / "table.csv", table_rows)
+    completed = [r for r in rows if r["seeds"]]
+    if completed:
+        _heatmaps(params, completed, out / "heatmaps.png")
+        _tradeoff(params, completed, out / "tradeoff.png")
+    best = recommend(rows, params.study.objective, params.study.floor_metric, params.study.floor)
+    lines = ["# raincheck study", "", f"{len(results)} cells, {sum(r['metrics'] is None for r in results)} failed; "
+             f"objective `{params.study.objective}` (mean ± std over seeds), floor `{params.study.floor_metric}` ≥ {params.study.floor:g} dB.", ""]
+    header = list(table_rows[0]) if table_rows else []
+    lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join(str(row[h]) for h in header) + " |" for row in table_rows]
+    if best is None:
+        lines += ["", "**No configuration met the background floor**: no recommendation."]
+        suggestion = {}
+    else:
+        suggestion = nested({**params.study.fixed, **best["config"]})
+        lines += ["", f"**Recommended**: {', '.join(f'{k}={short(v)}' for k, v in best['config'].items())} — "
+                  f"{params.study.objective} {_fmt(best[params.study.objective + ':mean'], best[params.study.objective + ':std'])} dB, "
+                  f"{params.study.floor_metric} {_fmt(best[params.study.floor_metric + ':mean'], best[params.study.floor_metric + ':std'])} dB.",
+                  "", "Suggested params block:", "", "```yaml", yaml.safe_dump(suggestion, sort_keys=False).rstrip(), "```"]
+    markdown = "\n".join(lines)
+    with atomic_path(out / "recommendation.md") as tmp:
+        tmp.write_text(markdown + "\n")
+    with atomic_path(out / "suggested_params.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(suggestion, sort_keys=False))
+    run_id = _log_mlflow(params, results, out, lineage)
+    return {"markdown": markdown, "table_rows": table_rows, "completed": len(completed), "failed": sum(r["metrics"] is None for r in results),
+            "recommendation": best["config"] if best else None, "mlflow_parent_run": run_id, "outputs": str(out)}

@@ -1,0 +1,1 @@
+"""Rain synthesis: the recipe engine (rain), materialized test suites (suites), opt-in extras."""

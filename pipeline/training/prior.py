@@ -1,0 +1,193 @@
+"""`prior` step: pre-train the VQ autoencoder content prior on clean curated patches.
+
+Reads `{curated}/patches_train.npy` and `patches_val.npy`; writes `{prior}/prior.pt`,
+`metrics.json` (recon_psnr, codebook_usage, dead_codes, ...), `log.csv` and `recon.png`
+(docs/dataflow.md). Loss: L1 reconstruction + codebook + commitment_weight · commitment terms,
+plus an optional hinge patch-discriminator term; Adam with a cosine decay of the learning rate.
+Codes left unused for `restart_every` steps are re-seeded with encoder outputs of the current
+batch (the first restart, at step 0, initialises the whole codebook from data), during the first
+80% of the iterations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Params
+
+RESTART_FRACTION = 0.8  # no re-seeding after this fraction of iterations: the decoder settles
+VAL_SUBSET = 256  # patches scored at each interval (the final metrics use every val patch)
+
+
+def reseed_unused_codes(quantizer, latents, usage, generator) -> int:
+    """Replace codes with usage 0 by random latent vectors of this batch; returns how many.
+
+    `latents`: unit latents (N, D, h, w); `usage`: int64 (K,) counts since the last re-seed.
+    """
+    import torch
+
+    dead = torch.nonzero(usage == 0).flatten()
+    if len(dead) == 0:
+        return 0
+    vectors = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+    if len(vectors) >= len(dead):
+        pick = torch.randperm(len(vectors), generator=generator)[: len(dead)]
+    else:
+        pick = torch.randint(len(vectors), (len(dead),), generator=generator)
+    with torch.no_grad():
+        quantizer.codebook[dead.to(quantizer.codebook.device)] = vectors[pick.to(vectors.device)].to(quantizer.codebook.dtype)
+    return len(dead)
+
+
+def reconstruct(prior, patches: np.ndarray, device, batch_size: int = 64):
+    """Reconstructions of uint8 (N, P, P, 3) patches: float32 NCHW in (0, 1) and codes (N, h, w) int64."""
+    import torch
+
+    from pipeline.training.data import to_tensor
+    from pipeline.training.loop import to_device
+
+    images, codes = [], []
+    with torch.inference_mode():
+        for start in range(0, len(patches), batch_size):
+            recon, quantized = prior(to_device(to_tensor(patches[start : start + batch_size]), device))
+            images.append(recon.float().cpu())
+            codes.append(quantized.codes.cpu())
+    return torch.cat(images), torch.cat(codes)
+
+
+def prior_scores(prior, patches: np.ndarray, device) -> dict[str, float]:
+    """recon_psnr (mean per-patch PSNR, dB), codebook_usage (fraction of codes used), dead_codes,
+    perplexity (exp of the code entropy: the effective number of codes)."""
+    import torch
+
+    from pipeline.training.data import to_tensor
+    from pipeline.training.loop import batch_psnr
+
+    recon, codes = reconstruct(prior, patches, device)
+    counts = torch.bincount(codes.flatten(), minlength=prior.quantizer.size).double()
+    probabilities = counts[counts > 0] / counts.sum()
+    entropy = -(probabilities * probabilities.log()).sum()
+    return {
+        "recon_psnr": float(batch_psnr(recon, to_tensor(np.asarray(patches))).mean()),
+        "codebook_usage": float((counts > 0).double().mean()),
+        "dead_codes": int((counts == 0).sum()),
+        "perplexity": float(entropy.exp()),
+    }
+
+
+def recon_sheet(originals: np.ndarray, recon) -> np.ndarray:
+    """uint8 image: originals (top row) over their reconstructions (bottom row), scaled ×2."""
+    top = np.concatenate(list(originals), axis=1)
+    bottom = np.concatenate(list((recon.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)), axis=1)
+    sheet = np.concatenate([top, bottom], axis=0)
+    return sheet.repeat(2, axis=0).repeat(2, axis=1)
+
+
+def run_prior(params: Params, root: Path, show_progress: bool = True) -> dict:
+    """Train the prior described by `params.prior` and write `{prior}/` (see the module docstring)."""
+    import torch
+    import torch.nn.functional as F
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+
+    from pipeline.io import atomic_path, save_png, write_csv, write_json
+    from pipeline.models.factory import create_model, prior_checkpoint
+    from pipeline.models.vq import PatchDiscriminator
+    from pipeline.seeds import numpy_rng, torch_generator
+    from pipeline.training.checkpoint import file_digest, load_state, save_state
+    from pipeline.training.data import load_patches, random_crops, to_tensor
+    from pipeline.training.loop import configure_torch, run_iterations, select_device, to_device
+
+    root, cfg = Path(root), params.prior
+    curated, out_dir = root / params.paths.curated, root / params.paths.prior
+    configure_torch(cfg.threads)
+    device = select_device()
+    torch.manual_seed(params.seed)  # weight initialisation
+    model = create_model(cfg.model).to(device, memory_format=torch.channels_last)
+    train_patches = load_patches(curated / "patches_train.npy", model.stride)
+    val_patches = load_patches(curated / "patches_val.npy", model.stride)
+    optimizer = create_optimizer_v2(model, opt="adam", lr=cfg.lr, weight_decay=0.0)
+    # Cosine decay to 1% of lr: short CPU runs gain most of their final quality in the decay.
+    scheduler = CosineLRScheduler(optimizer, t_initial=cfg.iterations, lr_min=cfg.lr * 0.01, t_in_epochs=False)
+    discriminator = disc_optimizer = None
+    if cfg.discriminator_weight > 0:
+        discriminator = PatchDiscriminator(cfg.model.channels).to(device, memory_format=torch.channels_last)
+        disc_optimizer = create_optimizer_v2(discriminator, opt="adam", lr=cfg.lr, weight_decay=0.0)
+    usage = torch.zeros(cfg.model.codebook_size, dtype=torch.int64, device=device)
+    rows: list[dict] = []
+
+    checkpoint_path = out_dir / "checkpoint.pt"
+    fingerprint = {"prior": cfg.model_dump(mode="json"), "seed": params.seed,
+                   "patches_train": file_digest(curated / "patches_train.npy")}
+    state = load_state(checkpoint_path, fingerprint)
+    start = 0
+    if state is not None:
+        start, rows = state["step"], list(state["rows"])
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.step_update(start)
+        usage.copy_(state["usage"])
+        if discriminator is not None:
+            discriminator.load_state_dict(state["discriminator"])
+            disc_optimizer.load_state_dict(state["disc_optimizer"])
+
+    def make_batch(step: int):
+        rng = numpy_rng(params.seed, "prior/batch", step)
+        return to_tensor(random_crops(train_patches, cfg.batch_size, train_patches.shape[1], True, rng))
+
+    def train_step(step: int, batch) -> dict[str, float]:
+        model.train()
+        clean = to_device(batch, device)
+        latent = model.encode(clean)
+        reseeded = 0
+        if cfg.restart_every and step % cfg.restart_every == 0 and step < RESTART_FRACTION * cfg.iterations:
+            reseeded = reseed_unused_codes(model.quantizer, latent.detach(), usage, torch_generator(params.seed, "prior/restart", step))
+            usage.zero_()
+        quantized = model.quantizer(latent)
+        recon = model.decode(quantized.latent)
+        l1 = F.l1_loss(recon, clean)
+        loss = l1 + quantized.codebook_loss + cfg.commitment_weight * quantized.commitment_loss
+        if discriminator is not None:
+            loss = loss - cfg.discriminator_weight * discriminator(recon).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step_update(step + 1)
+        if discriminator is not None:
+            disc_loss = F.relu(1 - discriminator(clean)).mean() + F.relu(1 + discriminator(recon.detach())).mean()
+            disc_optimizer.zero_grad(set_to_none=True)
+            disc_loss.backward()
+            disc_optimizer.step()
+        usage.add_(torch.bincount(quantized.codes.flatten(), minlength=usage.numel()))
+        return {"loss": loss.item(), "l1": l1.item(), "commitment": quantized.commitment_loss.item(), "reseeded": float(reseeded)}
+
+    subset = val_patches[np.linspace(0, len(val_patches) - 1, min(VAL_SUBSET, len(val_patches))).round().astype(int)]
+
+    def on_interval(step: int, train_scalars: dict[str, float]) -> None:
+        model.eval()
+        scores = prior_scores(model, subset, device)
+        rows.append({"step": step, **train_scalars, "val_recon_psnr": scores["recon_psnr"], "val_codebook_usage": scores["codebook_usage"]})
+        if step < cfg.iterations:
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "usage": usage.cpu(), "rows": rows}
+            if discriminator is not None:
+                state.update(discriminator=discriminator.state_dict(), disc_optimizer=disc_optimizer.state_dict())
+            save_state(checkpoint_path, fingerprint, step, state)
+
+    timing = run_iterations(
+        start=start, end=cfg.iterations, make_batch=make_batch, train_step=train_step, interval=cfg.val_every,
+        on_interval=on_interval, patches_per_step=cfg.batch_size, desc="prior", show_progress=show_progress,
+    )
+
+    model.eval()
+    metrics = {**prior_scores(model, val_patches, device), "val_patches": len(val_patches), "train_patches": len(train_patches),
+               "iterations": cfg.iterations, "parameters": sum(p.numel() for p in model.parameters()), **timing.summary()}
+    sample = val_patches[np.linspace(0, len(val_patches) - 1, min(8, len(val_patches))).round().astype(int)]
+    save_png(out_dir / "recon.png", recon_sheet(sample, reconstruct(model, sample, device)[0]))
+    with atomic_path(out_dir / "prior.pt") as tmp:
+        torch.save(prior_checkpoint(model.cpu()), tmp)
+    write_csv(out_dir / "log.csv", rows)
+    write_json(out_dir / "metrics.json", metrics)
+    checkpoint_path.unlink(missing_ok=True)  # the run finished: nothing left to resume
+    return {"prior": str(out_dir / "prior.pt"), "device": str(device), "resumed_from_step": start, **metrics}

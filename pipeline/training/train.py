@@ -1,0 +1,197 @@
+"""`train` step: the deraining network, with rain added to every clean crop on the fly.
+
+Reads `{curated}/patches_train.npy`, `{prior}/prior.pt` (for architectures that render through
+the prior) and the validation suites `{suites}/<suite>/` of `params.evaluate.suites`; writes
+`{model}/model.pt` (EMA weights, self-contained), `metrics.json` and `log.csv`
+(docs/dataflow.md). The recipe (method.md): L1 (+ latent matching for `prior_resnet`), Adam,
+multistep ×0.5 at the milestone fractions, EMA of the weights, rain on each crop with probability
+`train.rain.probability`. An interrupted run resumes from `{model}/checkpoint.pt` and reaches the
+same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from pipeline.config import Params
+
+EMA_WARMUP_POWER = 2 / 3  # timm's EMA warmup: decay 1 - (1 + step)^-p, capped at train.ema_decay
+
+
+def load_matching_prior(params: Params, root: Path):
+    """The trained prior for a prior-constrained model; refuses one that params no longer describe."""
+    from pipeline.models.factory import CheckpointError, load_prior
+
+    path = root / params.paths.prior / "prior.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trained prior (run the prior step first); train.model.type "
+                                f"{params.train.model.type!r} renders through it")
+    prior = load_prior(path)
+    if prior.spec != params.prior.model:
+        raise CheckpointError(
+            f"{path} was trained with {prior.spec.model_dump()} but params.yaml prior.model is "
+            f"{params.prior.model.model_dump()}: the latent shapes may not match; re-run the prior step"
+        )
+    return prior, path
+
+
+def training_loss(model, rainy, clean, latent_weight: float):
+    """L1(output, clean) [+ latent_weight · MSE(predicted latent, prior latent of clean)]; (loss, l1, latent)."""
+    import torch.nn.functional as F
+
+    output, latent = model(rainy, return_latent=True)
+    l1 = F.l1_loss(output, clean)
+    if latent is None or latent_weight == 0:
+        return l1, l1, None
+    target = (model.module if hasattr(model, "module") else model).target_latent(clean)
+    latent_loss = F.mse_loss(latent, target)
+    return l1 + latent_weight * latent_loss, l1, latent_loss
+
+
+def run_train(params: Params, root: Path, show_progress: bool = True) -> dict:
+    """Train `params.train.model` and write `{model}/` (see the module docstring); returns a summary.
+
+    Under `torchrun --nproc_per_node N -m pipeline train`, each process trains on
+    batch_size / N crops per step with gradients averaged (DistributedDataParallel); only rank 0
+    validates and writes files.
+    """
+    import torch
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import MultiStepLRScheduler
+    from timm.utils import ModelEmaV3
+
+    from pipeline.io import atomic_path, write_csv, write_json
+    from pipeline.models.factory import create_model, derain_checkpoint
+    from pipeline.seeds import numpy_rng, torch_generator
+    from pipeline.synthesis.rain import rainify_batch
+    from pipeline.training.checkpoint import file_digest, load_state, save_state
+    from pipeline.training.data import load_patches, load_suite, random_crops, to_tensor
+    from pipeline.training.loop import (
+        configure_torch, image_set_scores, run_iterations, select_device, start_distributed, stop_distributed,
+        suite_scores, to_device,
+    )
+
+    root, cfg = Path(root), params.train
+    paths = params.paths
+    device = select_device()
+    dist = start_distributed(device)
+    configure_torch(max(1, cfg.threads // dist.world_size))
+    if cfg.batch_size % dist.world_size:
+        raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by the number of processes ({dist.world_size})")
+    local_batch = cfg.batch_size // dist.world_size
+
+    prior = prior_path = None
+    if cfg.model.type == "prior_resnet":
+        prior, prior_path = load_matching_prior(params, root)
+    torch.manual_seed(params.seed)  # weight initialisation (identical in every process)
+    model = create_model(cfg.model, prior=prior, root=root).to(device, memory_format=torch.channels_last)
+    if cfg.crop_size % model.stride:
+        raise ValueError(f"train.crop_size={cfg.crop_size} must be divisible by the {cfg.model.type} model's stride {model.stride}")
+    patches_path = root / paths.curated / "patches_train.npy"
+    patches = load_patches(patches_path)
+    if cfg.crop_size > patches.shape[1]:
+        raise ValueError(f"train.crop_size={cfg.crop_size} is larger than the training patches ({patches.shape[1]}px, curate.patch_size)")
+    suites = [load_suite(root / paths.suites / name) for name in params.evaluate.suites] if dist.is_main else []
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = create_optimizer_v2(trainable, opt="adam", lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=0.0)
+    milestones = sorted({max(1, round(m * cfg.iterations)) for m in cfg.milestones})
+    scheduler = MultiStepLRScheduler(optimizer, decay_t=milestones, decay_rate=0.5, t_in_epochs=False)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True, warmup_power=EMA_WARMUP_POWER)
+    rows: list[dict] = []
+
+    checkpoint_path = root / paths.model / "checkpoint.pt"
+    fingerprint = {
+        "train": cfg.model_dump(mode="json"),
+        "seed": params.seed,
+        "processes": dist.world_size,
+        "patches_train": file_digest(patches_path),
+        "prior": file_digest(prior_path) if prior_path else None,
+    }
+    state = load_state(checkpoint_path, fingerprint)
+    start = 0
+    if state is not None:
+        start, rows = state["step"], list(state["rows"])
+        model.load_state_dict(state["model"])
+        ema.module.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scheduler.step_update(start)
+    network = model
+    if dist.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def make_batch(step: int):
+        crops = random_crops(patches, local_batch, cfg.crop_size, cfg.augment, numpy_rng(params.seed, "train/crops", step, dist.rank))
+        clean = to_tensor(crops)
+        rain_generator = torch_generator(params.seed, "train/rain", step, dist.rank)
+        rainy, _ = rainify_batch(clean, list(cfg.rain.presets), cfg.rain.probability, rain_generator)
+        return clean, rainy
+
+    def train_step(step: int, batch) -> dict[str, float]:
+        network.train()
+        clean, rainy = (to_device(t, device) for t in batch)
+        loss, l1, latent_loss = training_loss(network, rainy, clean, cfg.latent_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step_update(step + 1)
+        ema.update(model, step=step + 1)
+        scalars = {"loss": loss.item(), "l1": l1.item(), "lr": optimizer.param_groups[0]["lr"]}
+        if latent_loss is not None:
+            scalars["latent"] = latent_loss.item()
+        return scalars
+
+    def validate() -> dict[str, float]:
+        ema.module.eval()
+        scores = {}
+        for suite in suites:
+            for key, value in suite_scores(ema.module, suite, params.evaluate.mask_threshold, device).items():
+                scores[f"{key}/{suite.name}"] = value
+        return scores
+
+    def on_interval(step: int, train_scalars: dict[str, float]) -> None:
+        if not dist.is_main:
+            return
+        rows.append({"step": step, **train_scalars, **validate()})
+        if step < cfg.iterations:
+            save_state(checkpoint_path, fingerprint, step, {
+                "model": model.state_dict(), "ema": ema.module.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rows": rows,
+            })
+
+    try:
+        timing = run_iterations(
+            start=start, end=cfg.iterations, make_batch=make_batch, train_step=train_step, interval=cfg.val_every,
+            on_interval=on_interval, patches_per_step=cfg.batch_size, desc="train",
+            show_progress=show_progress and dist.is_main,
+        )
+    except BaseException:
+        stop_distributed(dist, wait=False)  # the other processes may be gone: no barrier
+        raise
+    stop_distributed(dist)
+    if not dist.is_main:
+        return {"rank": dist.rank, "note": "rank 0 writes the outputs"}
+
+    final = rows[-1]
+    metrics = {key: value for key, value in final.items() if "/" in key}
+    for suite in suites:
+        for key, value in image_set_scores(suite.rainy, suite, params.evaluate.mask_threshold).items():
+            metrics[f"{key}_input/{suite.name}"] = value
+        gain = metrics[f"psnr_rain/{suite.name}"] - metrics[f"psnr_rain_input/{suite.name}"]
+        metrics[f"psnr_rain_gain/{suite.name}"] = gain if math.isfinite(gain) else math.nan
+    metrics.update(final_loss=final["loss"], iterations=cfg.iterations, resumed_from_step=start, processes=dist.world_size,
+                   parameters=sum(p.numel() for p in model.parameters()),
+                   trainable_parameters=sum(p.numel() for p in trainable), **timing.summary())
+
+    out_dir = root / paths.model
+    weights = {k: v.detach().cpu() for k, v in ema.module.state_dict().items()}
+    with atomic_path(out_dir / "model.pt") as tmp:
+        torch.save(derain_checkpoint(cfg.model, weights, prior.spec if prior is not None else None), tmp)
+    write_csv(out_dir / "log.csv", rows)
+    write_json(out_dir / "metrics.json", metrics)
+    checkpoint_path.unlink(missing_ok=True)  # the run finished: nothing left to resume
+    return {"model": str(out_dir / "model.pt"), "device": str(device), **metrics}

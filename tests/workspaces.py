@@ -1,0 +1,78 @@
+"""Throwaway raincheck workspaces for integration tests: a git repo, DVC with a local remote,
+the project code, the tiny profile and a folder of tiny photos made here."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ("pipeline", "flows", "dvc.yaml", "pyproject.toml")
+# The child processes must use the workspace's own project-local state, not the caller's.
+CHILD_ENV_DROP = ("PREFECT_HOME", "PREFECT_API_URL", "MLFLOW_TRACKING_URI", "RAINCHECK_MLFLOW_ARTIFACTS", "DVC_SITE_CACHE_DIR")
+
+
+def child_env(workspace: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROP}
+    env.update(
+        GIT_AUTHOR_NAME="raincheck test", GIT_AUTHOR_EMAIL="test@raincheck.local",
+        GIT_COMMITTER_NAME="raincheck test", GIT_COMMITTER_EMAIL="test@raincheck.local",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        PYTHONPATH=str(workspace),
+        **extra,
+    )
+    return env
+
+
+def run(command: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run a command; on failure the assertion shows its output."""
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+def write_photos(folder: Path, count: int, seed: int = 7, size: tuple[int, int] = (150, 180)) -> None:
+    from PIL import Image
+
+    from tests.conftest import textured_photo
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(textured_photo(rng, *size)).save(folder / f"p{seed}_{i:02d}.png")
+
+
+def make_workspace(base: Path, photo_count: int = 10) -> tuple[Path, dict, dict]:
+    """(workspace, child env, params dict) with everything committed to git."""
+    workspace, photos, remote = base / "ws", base / "photos", base / "remote"
+    workspace.mkdir(parents=True)
+    write_photos(photos, photo_count)
+    for name in PROJECT_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, workspace / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, workspace / name)
+    params = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
+    params["ingest"]["sources"] = [{"type": "folder", "path": str(photos), "licence": "test images"}]
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (workspace / ".gitignore").write_text("/data\n.raincheck/\n__pycache__/\n/build/registry/\n")
+    env = child_env(workspace)
+    run(["git", "init", "-q", "-b", "main"], workspace, env)
+    run([sys.executable, "-m", "dvc", "init", "-q"], workspace, env)
+    run([sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(remote)], workspace, env)
+    run(["git", "add", "-A"], workspace, env)
+    run(["git", "commit", "-q", "-m", "workspace"], workspace, env)
+    return workspace, env, params
+
+
+def mlflow_query(workspace: Path, env: dict, body: str) -> str:
+    """Run Python against the workspace's MLflow (project-local SQLite); returns the last line printed."""
+    script = "import json, mlflow\nfrom pipeline.runtime import project_environment\nproject_environment('.')\nc = mlflow.MlflowClient()\n" + body
+    return run([sys.executable, "-c", script], workspace, env).stdout.strip().splitlines()[-1]
