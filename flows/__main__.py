@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         from flows.server import start_server, start_serving
 
         api_url = os.environ.get("PREFECT_API_URL") or start_server(root, args.port)
+        from flows.deployments import RETRAIN_DEPLOYMENT
+        from flows.server import wait_for_deployment
+
         pid = start_serving(root, api_url)
+        wait_for_deployment(root, api_url, f"retrain/{RETRAIN_DEPLOYMENT}", pid)
         ui = api_url[: -len("/api")] if api_url.endswith("/api") else api_url
         print(f"[raincheck] Prefect server: {ui}  (UI: open it in a browser; API: {api_url})")
         print(f"[raincheck] serving deployment 'retrain/scheduled-retrain' (pid {pid}); logs: {root / '.raincheck' / 'serve.log'}")

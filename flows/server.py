@@ -57,6 +57,25 @@ def start_server(root: Path, port: int = DEFAULT_PORT, timeout: float = 120) -> 
     raise RuntimeError(f"Prefect server did not answer on {api_url} within {timeout:.0f} s; see {state_dir(root) / 'prefect-server.log'}")
 
 
+def wait_for_deployment(root: Path, api_url: str, name: str, pid: int, timeout: float = 180) -> None:
+    """Block until the served deployment is registered on the server (or the serving process died)."""
+    url = f"{api_url.rstrip('/')}/deployments/name/{name}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            raise RuntimeError(f"the serving process exited; see {state_dir(root) / 'serve.log'}") from None
+        time.sleep(1)
+    raise RuntimeError(f"deployment {name} did not appear on {api_url} within {timeout:.0f} s; see {state_dir(root) / 'serve.log'}")
+
+
 def start_serving(root: Path, api_url: str) -> int:
     """Start `python -m flows serve-foreground` (the deployments' runner) detached; returns its pid."""
     env = {**os.environ, "PREFECT_API_URL": api_url}

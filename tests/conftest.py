@@ -39,3 +39,19 @@ def photo_folder(tmp_path: Path) -> Path:
         suffix = "png" if i % 2 else "jpg"
         Image.fromarray(image).save(folder / f"photo_{i:02d}.{suffix}")
     return folder
+
+
+@pytest.fixture(scope="session")
+def retrained(tmp_path_factory) -> dict:
+    """A throwaway workspace after one real `python -m flows retrain` on the tiny profile.
+
+    Shared by the end-to-end and study tests (one pipeline run instead of two).
+    """
+    import sys
+
+    from tests.workspaces import make_workspace, run
+
+    base = tmp_path_factory.mktemp("retrained")
+    workspace, env, params = make_workspace(base)
+    flow = run([sys.executable, "-m", "flows", "retrain", "--root", str(workspace)], workspace, env)
+    return {"workspace": workspace, "remote": base / "remote", "env": env, "stdout": flow.stdout, "params": params}

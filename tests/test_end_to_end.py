@@ -12,18 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.workspaces import make_workspace, mlflow_query, run
+from tests.workspaces import mlflow_query, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> dict:
-    """Build a workspace and run `python -m flows retrain` once for all the assertions below."""
-    base = tmp_path_factory.mktemp("e2e")
-    workspace, env, params = make_workspace(base)
-    flow = run([sys.executable, "-m", "flows", "retrain", "--root", str(workspace)], workspace, env)
-    return {"workspace": workspace, "remote": base / "remote", "env": env, "stdout": flow.stdout, "params": params}
+@pytest.fixture
+def finished_run(retrained) -> dict:
+    """The workspace after one `python -m flows retrain` (tests/conftest.py)."""
+    return retrained
 
 
 def test_metrics_files_hold_finite_numbers(finished_run):

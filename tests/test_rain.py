@@ -10,8 +10,12 @@ from pydantic import ValidationError
 from pipeline.config import PRESETS, RainConfig
 from pipeline.seeds import torch_generator
 from pipeline.synthesis.rain import (
+    _KERNEL_CACHE,
+    _NEGLIGIBLE_WEIGHT,
     PRESET_CONFIGS,
     RainDraw,
+    _draw_seeds,
+    _sparse_kernels,
     coverage,
     draw_rain_params,
     measure_streak_angle,
@@ -190,13 +194,90 @@ def test_one_entry_drawn_per_sample_with_its_own_ranges():
     assert set(draw.width[small].tolist()) == {1, 3} and set(draw.width[~small].tolist()) == {7, 9}
 
 
-def test_banded_rendering_equals_one_pass():
+def test_banded_fft_rendering_equals_one_pass():
     entry = resolve_rain(["large"])
     draw = draw_rain_params(entry, 1, torch.Generator().manual_seed(3), "cpu")
     noise = torch.rand(1, 1, 150, 70, generator=torch.Generator().manual_seed(4))
-    whole = render_rain_layers(noise.clone(), draw)
-    banded = render_rain_layers(noise.clone(), draw, band_pixels=3000)  # ~20-row bands
+    whole = render_rain_layers(noise, draw, method="fft")
+    banded = render_rain_layers(noise, draw, band_pixels=3000, method="fft")  # ~20-row bands
     assert (whole - banded).abs().max() <= 1
+
+
+@pytest.mark.parametrize("height, width", [(64, 64), (40, 97), (9, 5), (1, 30)])
+def test_stamping_and_fft_convolution_agree_on_the_same_noise(height, width):
+    # Stamping covers the reflect-101 borders with mirrored seeds (several reflections when the
+    # image is smaller than the kernel) and drops kernel entries below 1/500 of the peak.
+    generator = torch.Generator().manual_seed(height * 1000 + width)
+    draw = draw_rain_params(resolve_rain(list(PRESETS)), 8, generator, "cpu")
+    noise = torch.rand(8, 1, height, width, generator=generator)
+    before = noise.clone()
+    stamped = render_rain_layers(noise, draw, method="sparse")
+    convolved = render_rain_layers(noise, draw, method="fft")
+    assert torch.equal(noise, before)  # the noise is not modified
+    assert stamped.shape == (8, 1, height, width) and stamped.dtype == torch.float32
+    assert (stamped - convolved).abs().max() <= 1
+    assert float((stamped != convolved).float().mean()) < 0.05
+    assert torch.equal(render_rain_layers(noise, draw), stamped)  # auto picks stamping here
+
+
+def test_unknown_render_method_is_rejected():
+    draw = draw_rain_params(resolve_rain(["small"]), 1, torch.Generator().manual_seed(0), "cpu")
+    with pytest.raises(ValueError, match="method must be one of auto, sparse, fft"):
+        render_rain_layers(torch.rand(1, 1, 8, 8), draw, method="dense")
+
+
+def test_seeds_drawn_as_survivors_match_the_thresholded_uniform_field():
+    # Each pixel survives independently with probability `amount`, valued U[256·(1 - amount), 256).
+    amount = torch.tensor([0.0, 0.004, 0.05, 1.0], dtype=torch.float64)
+    height, width, draws = 30, 50, 400
+    generator = torch.Generator().manual_seed(0)
+    hits = torch.zeros(4, height * width)
+    values = [[] for _ in amount]
+    for _ in range(draws):
+        seeds = _draw_seeds(amount, height, width, generator)
+        key = (seeds.sample * height + seeds.row) * width + seeds.col
+        assert bool((key[1:] > key[:-1]).all())  # ordered by sample then raster position, no repeats
+        hits.index_put_((seeds.sample, seeds.row * width + seeds.col), torch.ones(len(key)), accumulate=True)
+        for i in range(4):
+            values[i].append(seeds.value[seeds.sample == i])
+    share = hits.mean(1) / draws
+    assert share[0] == 0 and share[3] == 1
+    assert abs(float(share[1]) - 0.004) < 0.0006 and abs(float(share[2]) - 0.05) < 0.002  # ~5 standard errors
+    assert float(hits[2].std() / draws) < 0.02  # no pixel favoured (binomial sd ≈ 0.011)
+    for i, fraction in ((1, 0.004), (2, 0.05), (3, 1.0)):
+        seen = torch.cat(values[i])
+        low = 256 * (1 - fraction)
+        assert float(seen.min()) >= low - 1e-3 and float(seen.max()) < 256
+        assert float(seen.mean()) == pytest.approx((low + 256) / 2, abs=(256 - low) * 0.05 + 1e-3)
+
+
+def test_stamp_kernels_are_the_streak_kernels_without_negligible_entries():
+    length, angle, width = torch.tensor([30, 45, 7]), torch.tensor([-25, 60, 0]), torch.tensor([3, 9, 1])
+    dense, pad = streak_kernels(length, angle, width)
+    _KERNEL_CACHE.clear()
+    for _ in ("built", "from the cache"):
+        kept = 0
+        for kernel, full in zip(_sparse_kernels(length, angle, width), dense):
+            rebuilt = torch.zeros_like(full)
+            rebuilt[kernel.dy.long() + pad, kernel.dx.long() + pad] = kernel.weight
+            assert float((rebuilt - full).abs().max()) <= _NEGLIGIBLE_WEIGHT * float(full.abs().max())
+            assert kernel.size == len(kernel.weight)
+            assert kernel.reach_y == int(kernel.dy.abs().max()) and kernel.reach_x == int(kernel.dx.abs().max())
+            kept += kernel.size
+        assert kept < 0.9 * int((dense != 0).sum())
+        assert len(_KERNEL_CACHE) == 3
+
+
+def test_dense_custom_amounts_take_the_fft_path():
+    dense = custom(amount=(0.3, 0.4), width=[5])
+    clean = torch.full((2, 3, 48, 40), 0.2)
+    generator = torch.Generator().manual_seed(0)
+    rainy, layers = rainify_batch(clean, [dense], 1.0, generator)
+    assert float(layers.max()) == 255 and float((layers > 50).float().mean()) > 0.3
+    assert bool((rainy >= clean).all())
+    draw = draw_rain_params([dense], 2, generator, "cpu")
+    noise = torch.rand(2, 1, 48, 40, generator=generator)
+    assert torch.equal(render_rain_layers(noise, draw), render_rain_layers(noise, draw, method="fft"))
 
 
 def test_images_smaller_than_the_kernel_work():

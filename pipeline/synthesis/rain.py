@@ -88,7 +88,7 @@ _SPARSE_SEED_LIMIT = 0.05
 _PAIRS_PER_FFT_PIXEL = 16
 # (seed, kernel entry) pairs per scatter: large enough to amortize the call, small enough to stay
 # in cache.
-_PAIR_CHUNK = 1 << 18
+_PAIR_CHUNK = 1 << 16
 _METHODS = ("auto", "sparse", "fft")
 
 
@@ -142,38 +142,29 @@ class RainDraw:
         return params
 
 
-def _draw_widths(u: "torch.Tensor", entry: "torch.Tensor", entries: Sequence[RainConfig]) -> "torch.Tensor":
-    import torch
-
+def _draw_widths(u: np.ndarray, entry: np.ndarray, entries: Sequence[RainConfig]) -> np.ndarray:
     size = max(len(e.width) for e in entries)
     values, edges = [], []
     for e in entries:
         probs = e.width_probs or [1.0 / len(e.width)] * len(e.width)
         values.append(e.width + [1] * (size - len(e.width)))
-        inner = np.cumsum(probs)[:-1].tolist()  # cumulative probabilities; 2.0 never reached
+        inner = np.cumsum(probs)[:-1].tolist()  # cumulative probabilities; 2.0 is never reached
         edges.append(inner + [2.0] * (size - len(inner)))
-    values = torch.tensor(values, dtype=torch.long, device=u.device)[entry]
-    edges = torch.tensor(edges, dtype=torch.float64, device=u.device)[entry]
     # The first choice whose cumulative probability exceeds u (the last one absorbs rounding).
-    choice = (u[:, None] >= edges).sum(1, keepdim=True)
-    return values.gather(1, choice).squeeze(1)
+    choice = (u[:, None] >= np.array(edges)[entry]).sum(1)
+    return np.array(values, dtype=np.int64)[entry, choice]
 
 
-def _draw_angles(u: "torch.Tensor", entry: "torch.Tensor", entries: Sequence[RainConfig]) -> "torch.Tensor":
+def _draw_angles(u: np.ndarray, entry: np.ndarray, entries: Sequence[RainConfig]) -> np.ndarray:
     """Integer angles uniform over the union of each entry's (disjoint) ranges."""
-    import torch
-
     size = max(len(e.angle) for e in entries)
-    table = [
-        [[lo for lo, _ in e.angle] + [0] * (size - len(e.angle)), [hi - lo + 1 for lo, hi in e.angle] + [0] * (size - len(e.angle))]
-        for e in entries
-    ]
-    lows, counts = torch.tensor(table, dtype=torch.float64, device=u.device)[entry].unbind(1)
+    lows = np.array([[lo for lo, _ in e.angle] + [0] * (size - len(e.angle)) for e in entries], dtype=np.float64)[entry]
+    counts = np.array([[hi - lo + 1 for lo, hi in e.angle] + [0] * (size - len(e.angle)) for e in entries], dtype=np.float64)[entry]
     ends = counts.cumsum(1)
-    pick = torch.minimum(torch.floor(u * ends[:, -1]), ends[:, -1] - 1)  # index into the union
-    which = (pick[:, None] >= ends).sum(1, keepdim=True)
-    starts = ends - counts
-    return (lows.gather(1, which) + pick[:, None] - starts.gather(1, which)).squeeze(1).long()
+    pick = np.minimum(np.floor(u * ends[:, -1]), ends[:, -1] - 1)  # index into the union
+    which = (pick[:, None] >= ends).sum(1)
+    rows = np.arange(len(u))
+    return (lows[rows, which] + pick - (ends - counts)[rows, which]).astype(np.int64)
 
 
 def draw_rain_params(
@@ -182,31 +173,36 @@ def draw_rain_params(
     """Draw one entry and all its parameters for each of `n` samples (one rand call, 8 columns)."""
     import torch
 
-    u = torch.rand((n, 8), generator=generator, device=generator.device, dtype=torch.float64).to(device)
-    entry = torch.floor(u[:, 0] * len(entries)).clamp_(max=len(entries) - 1).long()
+    u = torch.rand((n, 8), generator=generator, device=generator.device, dtype=torch.float64).cpu().numpy()
+    # The per-sample arithmetic is a few dozen operations on n numbers: numpy does each for a
+    # fraction of a torch call's fixed cost (float64 either way, so the values are the same).
+    entry = np.minimum(np.floor(u[:, 0] * len(entries)), len(entries) - 1).astype(np.int64)
     hazes = [e.extras[0] if e.extras else None for e in entries]
     # Per entry: (low, high) of amount, beta, haze strength, airlight and length, then "has haze".
-    bounds = torch.tensor(
+    bounds = np.array(
         [
             [*e.amount, *e.beta, *(h.strength if h else (0.0, 0.0)), *(h.airlight if h else (1.0, 1.0)), *e.length, float(h is not None)]
             for e, h in zip(entries, hazes)
         ],
-        dtype=torch.float64,
-        device=device,
+        dtype=np.float64,
     )[entry]
     low, high = bounds[:, 0:10:2], bounds[:, 1:10:2]
     # Columns of u: 1 amount, 2 width, 3 length, 4 angle, 5 beta, 6 haze, 7 airlight.
-    amount, beta, haze, airlight = (low[:, :4] + u[:, [1, 5, 6, 7]] * (high[:, :4] - low[:, :4])).unbind(1)
-    length = torch.minimum(low[:, 4] + torch.floor(u[:, 3] * (high[:, 4] - low[:, 4] + 1)), high[:, 4]).long()
+    amount, beta, haze, airlight = (low[:, :4] + u[:, [1, 5, 6, 7]] * (high[:, :4] - low[:, :4])).T
+    length = np.minimum(low[:, 4] + np.floor(u[:, 3] * (high[:, 4] - low[:, 4] + 1)), high[:, 4]).astype(np.int64)
+
+    def tensor(values: np.ndarray) -> "torch.Tensor":
+        return torch.from_numpy(np.ascontiguousarray(values)).to(device)
+
     return RainDraw(
-        entry=entry,
-        amount=amount,
-        width=_draw_widths(u[:, 2], entry, entries),
-        length=length,
-        angle=_draw_angles(u[:, 4], entry, entries),
-        beta=beta,
-        haze=bounds[:, 10] * haze,
-        airlight=airlight,
+        entry=tensor(entry),
+        amount=tensor(amount),
+        width=tensor(_draw_widths(u[:, 2], entry, entries)),
+        length=tensor(length),
+        angle=tensor(_draw_angles(u[:, 4], entry, entries)),
+        beta=tensor(beta),
+        haze=tensor(bounds[:, 10] * haze),
+        airlight=tensor(airlight),
     )
 
 
@@ -315,12 +311,13 @@ def streak_kernels(length: "torch.Tensor", angle: "torch.Tensor", width: "torch.
 @dataclass(frozen=True)
 class _SparseKernel:
     """One kernel as stamp entries, ordered by row: a seed at (y, x) adds value·weight[i] at
-    (y + dy[i], x + dx[i]). dy, dx: int16 (M,); weight: float32 (M,); reach_y, reach_x: the largest
-    |dy| and |dx|."""
+    (y + dy[i], x + dx[i]). dy, dx: int16 (M,); weight: float32 (M,); size: M; reach_y, reach_x:
+    the largest |dy| and |dx|."""
 
     dy: "torch.Tensor"
     dx: "torch.Tensor"
     weight: "torch.Tensor"
+    size: int
     reach_y: int
     reach_x: int
 
@@ -331,7 +328,7 @@ def _sparse_kernels(length: "torch.Tensor", angle: "torch.Tensor", width: "torch
     import torch
 
     keys = list(zip(length.tolist(), angle.tolist(), width.tolist()))
-    missing = sorted(set(keys).difference(_KERNEL_CACHE))
+    missing = sorted({key for key in keys if key not in _KERNEL_CACHE})
     if missing:
         built = torch.tensor(missing, dtype=torch.long)
         kernels, pad = streak_kernels(built[:, 0], built[:, 1], built[:, 2])
@@ -342,9 +339,9 @@ def _sparse_kernels(length: "torch.Tensor", angle: "torch.Tensor", width: "torch
         # streak_kernels centres the convolution kernel at (pad, pad): entry (row, col) lands at
         # an offset (row - pad, col - pad) from the seed.
         parts = zip((row - pad).short().split(counts), (col - pad).short().split(counts), kernels[which, row, col].split(counts))
-        for key, (dy, dx, weight) in zip(missing, parts):
-            reach_y, reach_x = (int(d.abs().max()) if len(d) else 0 for d in (dy, dx))
-            _KERNEL_CACHE[key] = _SparseKernel(dy, dx, weight, reach_y, reach_x)
+        for key, count, (dy, dx, weight) in zip(missing, counts, parts):
+            reach_y, reach_x = (int(d.abs().max()) if count else 0 for d in (dy, dx))
+            _KERNEL_CACHE[key] = _SparseKernel(dy, dx, weight, count, reach_y, reach_x)
     found = [_KERNEL_CACHE[key] for key in keys]
     for key in keys:  # least recently used first out
         _KERNEL_CACHE.move_to_end(key)
@@ -391,22 +388,27 @@ def _draw_seeds(amount: "torch.Tensor", height: int, width: int, generator: "tor
     device = generator.device
     pixels = height * width
     survive = amount.to(device, torch.float64)
+    n = survive.shape[0]
     log_fail = torch.log1p(-survive)[:, None]  # log(1 - amount) <= 0
     expected = pixels * float(survive.max())
     block = int(expected + 6 * math.sqrt(expected) + 16)  # runs short about once in a billion
-    blocks, last = [], torch.full((len(survive), 1), -1.0, dtype=torch.float64, device=device)
-    while bool((last < pixels).any()):
-        u = torch.rand((len(survive), block), generator=generator, device=device, dtype=torch.float64)
-        # P(floor(log(1-u) / log(1-p)) >= k) = (1-p)^k: geometric. amount 0 gives inf or nan: no seed.
-        gaps = torch.log1p(-u).div_(log_fail).floor_().nan_to_num_(nan=pixels, posinf=pixels).clamp_(max=pixels)
-        positions = gaps.add_(1).cumsum_(1).add_(last)
-        blocks.append(positions)
-        last = positions[:, -1:]
-    positions = torch.cat(blocks, 1) if len(blocks) > 1 else blocks[0]
-    sample, index = (positions < pixels).nonzero(as_tuple=True)
-    flat = positions[sample, index].long()
-    low = (256.0 * (1.0 - survive)).float()[sample]
-    value = torch.rand(len(flat), generator=generator, device=device).mul_(256.0 - low).add_(low)
+    blocks, last = [], 0.0
+    while True:
+        # floor(log(u) / log(1 - p)) for u ~ U[0,1) is geometric: P(>= k) = (1 - p)^k, the
+        # failures before the next survivor. Amount 0 divides by -0.0: +inf, clamped to a gap past
+        # the image; amount 1 gives 0 (and nan for u = 0, also 0).
+        gaps = torch.rand((n, block), generator=generator, device=device, dtype=torch.float64).log_()
+        gaps = gaps.div_(log_fail).floor_().nan_to_num_(nan=0.0).clamp_(max=pixels)
+        ends = gaps.add_(1).cumsum_(1).add_(last)  # 1-based raster positions of the survivors
+        blocks.append(ends)
+        last = ends[:, -1:]
+        if bool((last >= pixels).all()):  # every sample's sequence has left the image
+            break
+    ends = torch.cat(blocks, 1) if len(blocks) > 1 else blocks[0]
+    sample, index = (ends <= pixels).nonzero(as_tuple=True)
+    flat = ends[sample, index].long().sub_(1)
+    low, span = torch.stack([256.0 * (1.0 - survive), 256.0 * survive]).float().index_select(1, sample)
+    value = torch.rand(flat.shape[0], generator=generator, device=device).mul_(span).add_(low)
     return _Seeds(sample, flat // width, flat % width, value)
 
 
@@ -417,18 +419,21 @@ def _to_device(seeds: _Seeds, device: "torch.device | str") -> _Seeds:
 # ----------------------------------------------------------------------------- stamping
 @lru_cache(maxsize=64)
 def _reflect101_copies(size: int, reach: int, device: str) -> "torch.Tensor":
-    """(size, c) long: row k lists the coordinates in [-reach, size + reach) that reflect-101
-    padding fills from index k (k itself first), padded with a coordinate far outside.
+    """(c, size) long: column k lists k itself, then the other coordinates in [-reach, size + reach)
+    that reflect-101 padding fills from index k, padded with a coordinate far outside.
     Cached: treat the result as read-only."""
     import torch
 
     padded = torch.arange(-reach, size + reach, device=device)
     source = _reflect101(padded, size)
+    mirror = padded != source
+    padded, source = padded[mirror], source[mirror]
     order = torch.argsort(source, stable=True)
     counts = torch.bincount(source, minlength=size)
     rank = torch.arange(len(padded), device=device) - (counts.cumsum(0) - counts)[source[order]]
-    table = torch.full((size, int(counts.max())), -(1 << 40), dtype=torch.long, device=device)
-    table[source[order], rank] = padded[order]
+    table = torch.full((1 + int(counts.max()), size), -(1 << 40), dtype=torch.long, device=device)
+    table[0] = torch.arange(size, device=device)
+    table[1 + rank, source[order]] = padded[order]
     return table
 
 
@@ -441,14 +446,32 @@ def _stamp_positions(
     import torch
 
     device = seeds.value.device
-    reach = torch.tensor([[k.reach_y, k.reach_x] for k in kernels], dtype=torch.long, device=device)[seeds.sample]
-    rows = _reflect101_copies(height, max(k.reach_y for k in kernels), str(device))[seeds.row]  # (S, copies)
-    cols = _reflect101_copies(width, max(k.reach_x for k in kernels), str(device))[seeds.col]
-    reach_y, reach_x = reach[:, :1], reach[:, 1:]
-    near_rows = (rows >= -reach_y) & (rows < height + reach_y)
-    near_cols = (cols >= -reach_x) & (cols < width + reach_x)
-    seed, i, j = (near_rows[:, :, None] & near_cols[:, None, :]).nonzero(as_tuple=True)
-    return seeds.sample[seed], rows[seed, i], cols[seed, j], seeds.value[seed]
+    reach = torch.tensor([[k.reach_y for k in kernels], [k.reach_x for k in kernels]], device=device)
+    reach_y, reach_x = reach.index_select(1, seeds.sample)
+    # Only seeds within their kernel's reach of a border have mirror images that matter (the
+    # nearest ones lie at -row and 2·(height - 1) - row).
+    border = (
+        (seeds.row <= reach_y) | (seeds.row >= height - 1 - reach_y) | (seeds.col <= reach_x) | (seeds.col >= width - 1 - reach_x)
+    ).nonzero().squeeze(1)
+    if border.numel() == 0:
+        return seeds.sample, seeds.row, seeds.col, seeds.value
+    reach_y, reach_x = reach_y[border], reach_x[border]
+    # Copies along the first dimension (the seed itself first), seeds along the last: the
+    # elementwise loops then run along the long dimension.
+    rows = _reflect101_copies(height, int(reach[0].max()), str(device)).index_select(1, seeds.row[border])
+    cols = _reflect101_copies(width, int(reach[1].max()), str(device)).index_select(1, seeds.col[border])
+    near = ((rows >= -reach_y) & (rows < height + reach_y))[:, None] & ((cols >= -reach_x) & (cols < width + reach_x))[None]
+    near[0, 0] = False  # the seed itself is already a stamp
+    i, j, which = near.nonzero(as_tuple=True)
+    seed = border[which]
+    sample = torch.cat([seeds.sample, seeds.sample[seed]])
+    order = torch.sort(sample, stable=True).indices
+    return (
+        sample[order],
+        torch.cat([seeds.row, rows[i, which]])[order],
+        torch.cat([seeds.col, cols[j, which]])[order],
+        torch.cat([seeds.value, seeds.value[seed]])[order],
+    )
 
 
 def _stamp(
@@ -462,27 +485,28 @@ def _stamp(
     sample, row, col, value = stamps
     device = value.device
     n = len(kernels)
-    margin_y, margin_x = (2 * max(getattr(k, axis) for k in kernels) for axis in ("reach_y", "reach_x"))
+    margin_y, margin_x = 2 * max(k.reach_y for k in kernels), 2 * max(k.reach_x for k in kernels)
     canvas_rows, canvas_cols = height + 2 * margin_y, width + 2 * margin_x  # mirrored stamps included
-    canvas = torch.empty(n, canvas_rows * canvas_cols, dtype=torch.float32, device=device)
-    # Flat canvas positions; int32 arithmetic is several times faster than int64 on CPU.
-    small = canvas_rows * canvas_cols < 2**31
-    kind = torch.int32 if small else torch.long
+    canvas = torch.zeros(n, canvas_rows * canvas_cols, dtype=torch.float32, device=device)
+    # Flat canvas positions, in int32 where they fit: its arithmetic is several times faster than
+    # int64's on CPU (scatter_add_ itself wants int64).
+    fits = canvas_rows * canvas_cols < 2**31
+    kind = torch.int32 if fits else torch.long
     position = ((row + margin_y) * canvas_cols + col + margin_x).to(kind)
     offsets = torch.cat([k.dy for k in kernels]).to(device, kind) * canvas_cols + torch.cat([k.dx for k in kernels]).to(device, kind)
-    sizes = [len(k.weight) for k in kernels]
+    sizes = [k.size for k in kernels]
     per_sample = torch.bincount(sample, minlength=n).tolist()
     parts = zip(
-        canvas, position[:, None].split(per_sample), value[:, None].split(per_sample),
+        canvas, per_sample, sizes, position[:, None].split(per_sample), value[:, None].split(per_sample),
         offsets.split(sizes), torch.cat([k.weight for k in kernels]).to(device).split(sizes),
     )
-    for flat, position, value, offset, weight in parts:
-        flat.zero_()  # a sample at a time, just before use: its canvas is then still in cache
-        step = max(1, _PAIR_CHUNK // max(len(weight), 1))
-        for start in range(0, len(position) if len(weight) else 0, step):
-            index = torch.add(position[start : start + step], offset).view(-1)
-            added = torch.mul(value[start : start + step], weight).view(-1)
-            flat.scatter_add_(0, index.long() if small else index, added)
+    for flat, count, size, position, value, offset, weight in parts:
+        step = max(1, _PAIR_CHUNK // max(size, 1))
+        for start in range(0, count if size else 0, step):
+            at, by = (position, value) if count <= step else (position[start : start + step], value[start : start + step])
+            index = torch.add(at, offset).view(-1)
+            added = torch.mul(by, weight).view(-1)
+            flat.scatter_add_(0, index.long() if fits else index, added)
     return canvas.view(n, canvas_rows, canvas_cols)[:, margin_y : margin_y + height, margin_x : margin_x + width]
 
 
@@ -558,7 +582,11 @@ def _normalize(layers: "torch.Tensor") -> "torch.Tensor":
     # The small offset keeps float32 round-off (e.g. 254.99998 for the maximum) from flooring
     # a whole level down; OpenCV truncates its float64 result to uint8. The result lies in
     # [0.001, 255.001), so no clamp is needed.
-    return torch.sub(layers, low).mul_(scale).add_(1e-3).floor_()
+    offset = torch.tensor(1e-3, device=layers.device)
+    if bool((low == 0).all()):  # the usual case (some pixel without rain): one pass fewer
+        return torch.addcmul(offset, layers, scale).floor_()
+    shifted = torch.sub(layers, low)
+    return torch.addcmul(offset, shifted, scale, out=shifted).floor_()
 
 
 def _layers_from_seeds(
@@ -572,7 +600,7 @@ def _layers_from_seeds(
     stamps = _stamp_positions(seeds, kernels, height, width)
     if method == "auto":
         counts = torch.bincount(stamps[0], minlength=n).tolist()
-        pairs = sum(count * len(k.weight) for count, k in zip(counts, kernels))
+        pairs = sum(count * k.size for count, k in zip(counts, kernels))
         pad = max(max(k.reach_y, k.reach_x) for k in kernels)
         method = "sparse" if pairs <= _PAIRS_PER_FFT_PIXEL * n * (height + 2 * pad) * (width + 2 * pad) else "fft"
     if method == "sparse":

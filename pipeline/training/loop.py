@@ -7,11 +7,12 @@ validation and a checkpoint. It measures where the time goes: waiting for data v
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -33,14 +34,22 @@ def select_device():
     return torch.device("cpu")
 
 
-def configure_torch(threads: int) -> None:
-    """Intra-op threads from params (the CPU's cores); TF32 convolutions/matmuls on a GPU."""
+@contextlib.contextmanager
+def torch_settings(threads: int) -> Iterator[None]:
+    """Intra-op threads from params and TF32 on a GPU, restored afterwards (a step may run in-process)."""
     import torch
 
+    previous = (torch.get_num_threads(), torch.backends.cudnn.benchmark,
+                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.set_num_threads(threads)
     torch.backends.cudnn.benchmark = False  # deterministic algorithm choice: resumes match
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous[0])
+        torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous[1:]
 
 
 def mean_rows(values: list[dict[str, float]]) -> dict[str, float]:
@@ -59,7 +68,6 @@ class LoopTiming:
     validation: float = 0.0
     steps: int = 0
     patches: int = 0
-    extra: dict = field(default_factory=dict)
 
     def summary(self) -> dict[str, float]:
         train_seconds = max(self.total - self.validation, 1e-9)
@@ -107,7 +115,7 @@ def run_iterations(
             timing.patches += patches_per_step
             window_patches += patches_per_step
             now = time.perf_counter()
-            bar.set_postfix(loss=f"{scalars['loss']:.4f}", patches_s=f"{window_patches / max(now - window_start, 1e-9):.0f}")
+            bar.set_postfix(loss=f"{scalars['loss']:.4f}", patches_s=f"{window_patches / max(now - window_start, 1e-9):.0f}", refresh=False)
             bar.update(1)
             done = step + 1
             if done % interval == 0 or done == end:

@@ -87,6 +87,13 @@ def recon_sheet(originals: np.ndarray, recon) -> np.ndarray:
 
 def run_prior(params: Params, root: Path, show_progress: bool = True) -> dict:
     """Train the prior described by `params.prior` and write `{prior}/` (see the module docstring)."""
+    from pipeline.training.loop import torch_settings
+
+    with torch_settings(params.prior.threads):
+        return _train_prior(params, Path(root), show_progress)
+
+
+def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:
     import torch
     import torch.nn.functional as F
     from timm.optim import create_optimizer_v2
@@ -98,11 +105,10 @@ def run_prior(params: Params, root: Path, show_progress: bool = True) -> dict:
     from pipeline.seeds import numpy_rng, torch_generator
     from pipeline.training.checkpoint import file_digest, load_state, save_state
     from pipeline.training.data import load_patches, random_crops, to_tensor
-    from pipeline.training.loop import configure_torch, run_iterations, select_device, to_device
+    from pipeline.training.loop import run_iterations, select_device, to_device
 
-    root, cfg = Path(root), params.prior
+    cfg = params.prior
     curated, out_dir = root / params.paths.curated, root / params.paths.prior
-    configure_torch(cfg.threads)
     device = select_device()
     torch.manual_seed(params.seed)  # weight initialisation
     model = create_model(cfg.model).to(device, memory_format=torch.channels_last)

@@ -53,9 +53,19 @@ def run_train(params: Params, root: Path, show_progress: bool = True) -> dict:
     """Train `params.train.model` and write `{model}/` (see the module docstring); returns a summary.
 
     Under `torchrun --nproc_per_node N -m pipeline train`, each process trains on
-    batch_size / N crops per step with gradients averaged (DistributedDataParallel); only rank 0
-    validates and writes files.
+    batch_size / N crops per step with gradients averaged (DistributedDataParallel), with
+    threads / N CPU threads; only rank 0 validates and writes files.
     """
+    import os
+
+    from pipeline.training.loop import torch_settings
+
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    with torch_settings(max(1, params.train.threads // processes)):
+        return _train(params, Path(root), show_progress)
+
+
+def _train(params: Params, root: Path, show_progress: bool) -> dict:
     import torch
     from timm.optim import create_optimizer_v2
     from timm.scheduler import MultiStepLRScheduler
@@ -68,15 +78,12 @@ def run_train(params: Params, root: Path, show_progress: bool = True) -> dict:
     from pipeline.training.checkpoint import file_digest, load_state, save_state
     from pipeline.training.data import load_patches, load_suite, random_crops, to_tensor
     from pipeline.training.loop import (
-        configure_torch, image_set_scores, run_iterations, select_device, start_distributed, stop_distributed,
-        suite_scores, to_device,
+        image_set_scores, run_iterations, select_device, start_distributed, stop_distributed, suite_scores, to_device,
     )
 
-    root, cfg = Path(root), params.train
-    paths = params.paths
+    cfg, paths = params.train, params.paths
     device = select_device()
     dist = start_distributed(device)
-    configure_torch(max(1, cfg.threads // dist.world_size))
     if cfg.batch_size % dist.world_size:
         raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by the number of processes ({dist.world_size})")
     local_batch = cfg.batch_size // dist.world_size
@@ -126,7 +133,7 @@ def run_train(params: Params, root: Path, show_progress: bool = True) -> dict:
 
     def make_batch(step: int):
         crops = random_crops(patches, local_batch, cfg.crop_size, cfg.augment, numpy_rng(params.seed, "train/crops", step, dist.rank))
-        clean = to_tensor(crops)
+        clean = to_tensor(crops).to(device, non_blocking=True)  # rain is synthesized where the model runs
         rain_generator = torch_generator(params.seed, "train/rain", step, dist.rank)
         rainy, _ = rainify_batch(clean, list(cfg.rain.presets), cfg.rain.probability, rain_generator)
         return clean, rainy

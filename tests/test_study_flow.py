@@ -1,0 +1,70 @@
+"""The study flow for real: a tiny grid through Prefect's task runner, each cell the same DVC
+stages in its own git worktree; a failing cell is reported and the others finish; a re-run reuses
+finished cells."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import pytest
+import yaml
+
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def study_run(retrained):
+    # The pool must exist and be tracked before the cells can share it: reuse the retrained workspace.
+    workspace, env, params = retrained["workspace"], retrained["env"], dict(retrained["params"])
+    params["study"] = {
+        "grid": {"curate.selection.n_backgrounds": [16, 24, 100000]},  # 100000: more than the pool has
+        "seeds": [1],
+        "fixed": {"train.iterations": 10},
+        "workers": 2,
+        "floor": 0.0,
+        "heatmap": {"x": "curate.selection.n_backgrounds", "y": "train.rain.presets", "facets": ["train.model"]},
+    }
+    (workspace / "study.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    first = subprocess_run(workspace, env)
+    second = subprocess_run(workspace, env)
+    return {"workspace": workspace, "first": first, "second": second}
+
+
+def subprocess_run(workspace, env):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "flows", "study", "--root", str(workspace), "--params", "study.yaml"],
+                          cwd=workspace, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_failing_cell_is_reported_and_the_others_finish(study_run):
+    first = study_run["first"]
+    out = first.stdout + first.stderr
+    assert first.returncode == 0, out[-3000:]
+    assert "study: 3 cells" in out
+    assert out.count("FAILED:") == 1 and "n_backgrounds" in out
+    rows = list(csv.DictReader((study_run["workspace"] / "build" / "study" / "cells.csv").open()))
+    assert len(rows) == 3
+    assert sum(bool(r["error"]) for r in rows) == 1
+    assert all(float(r["psnr_rain/unseen"]) > 0 for r in rows if not r["error"])
+
+
+def test_table_plots_and_recommendation_are_written(study_run):
+    out_dir = study_run["workspace"] / "build" / "study"
+    table = list(csv.DictReader((out_dir / "table.csv").open()))
+    assert len(table) == 3 and {r["seeds"] for r in table} == {"1", "0"}
+    for name in ("heatmaps.png", "tradeoff.png"):
+        assert (out_dir / name).stat().st_size > 5_000
+    recommendation = (out_dir / "recommendation.md").read_text()
+    assert "Recommended" in recommendation
+    suggested = yaml.safe_load((out_dir / "suggested_params.yaml").read_text())
+    assert suggested["curate"]["selection"]["n_backgrounds"] in (16, 24)
+
+
+def test_rerun_reuses_finished_cells(study_run):
+    second = study_run["second"]
+    out = second.stdout + second.stderr
+    assert second.returncode == 0, out[-3000:]
+    assert out.count("reusing finished result") == 2
