@@ -1,16 +1,18 @@
 """Rain synthesis benchmark: fidelity and speed of raincheck's engine vs a per-image OpenCV reference.
 
     .venv/bin/pip install -r requirements-bench.txt
-    .venv/bin/python benchmarks/bench_rain.py            # full run (a few minutes on 2 cores)
+    .venv/bin/python benchmarks/bench_rain.py            # full run (about 5 minutes on 2 cores)
     .venv/bin/python benchmarks/bench_rain.py --quick    # smaller samples, for a smoke test
 
 Sections (Markdown on stdout; --json FILE keeps the numbers):
-1. exactness: engine vs reference on the same noise and parameters (share of pixels off by > 1);
+1. exactness: engine vs reference on the same noise and parameters (share of pixels off by > 1),
+   for the engine's stamping and for its FFT convolution;
 2. fidelity per preset at 128² and 512²: coverage (R > 50), mean R and the measured streak angles,
    engine beside reference, each with its standard error, a z-score and a KS test on the angles;
-3. speed: rain layers per second at 128² and 512², engine (batched and one image at a time) vs the
-   reference vs albumentations and kornia RandomRain, all in one process, at 1 and 2 threads
-   (and on CUDA when there is a GPU);
+3. speed: rain layers per second at 64², 128² and 512², engine (batched and one image at a time)
+   vs the engine's previous algorithm (dense noise, FFT) vs the reference vs albumentations and
+   kornia RandomRain, all in one process, at 1 and 2 threads (and on CUDA when there is a GPU);
+   plus the one-off cost of building the stamp kernels of a preset;
 4. memory: peak resident memory of synthesize_rain on a 4096² image, in copies of that image.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -84,7 +87,8 @@ def background(size: int, seed: int = 0) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- measurements
 def exactness(samples: int) -> list[dict]:
-    """Engine vs reference on identical noise and parameters: how many pixels of R differ."""
+    """Engine vs reference on identical noise and parameters: how many pixels of R differ, for the
+    engine's stamping (what it uses at the presets) and for its FFT convolution."""
     import torch
 
     from pipeline.synthesis.rain import draw_rain_params, render_rain_layers, resolve_rain
@@ -92,20 +96,25 @@ def exactness(samples: int) -> list[dict]:
     rows = []
     for preset in PRESETS:
         generator = torch.Generator().manual_seed(0)
-        off, worst, total = 0, 0, 0
+        worst, off, total = {"sparse": 0, "fft": 0}, {"sparse": 0, "fft": 0}, 0
         for _ in range(samples):
             draw = draw_rain_params(resolve_rain([preset]), 1, generator, "cpu")
             noise = torch.rand(1, 1, 128, 128, generator=generator)
             reference = reference_layer_from_noise(
                 (noise[0, 0].double() * 256).numpy(), float(draw.amount[0]), int(draw.length[0]),
                 int(draw.angle[0]), int(draw.width[0]),
-            )
-            engine = render_rain_layers(noise.clone(), draw)[0, 0].numpy().astype(np.uint8)
-            difference = np.abs(engine.astype(int) - reference.astype(int))
-            off += int((difference > 1).sum())
-            worst = max(worst, int(difference.max()))
-            total += difference.size
-        rows.append({"preset": preset, "samples": samples, "max_abs_diff": worst, "share_off_by_more_than_1": off / total})
+            ).astype(int)
+            for method in ("sparse", "fft"):
+                engine = render_rain_layers(noise, draw, method=method)[0, 0].numpy().astype(int)
+                difference = np.abs(engine - reference)
+                off[method] += int((difference > 1).sum())
+                worst[method] = max(worst[method], int(difference.max()))
+            total += reference.size
+        rows.append({
+            "preset": preset, "samples": samples,
+            **{f"max_abs_diff_{m}": worst[m] for m in worst},
+            **{f"share_off_by_more_than_1_{m}": off[m] / total for m in off},
+        })
     return rows
 
 
@@ -166,17 +175,61 @@ def _rate(function, images_per_call: int, seconds: float = 2.0) -> float:
             return calls * images_per_call / elapsed
 
 
+def _preset_kernel_keys(preset: str) -> list[tuple[int, int, int]]:
+    """Every (length, angle, width) a preset can draw."""
+    from pipeline.synthesis.rain import PRESET_CONFIGS
+
+    cfg = PRESET_CONFIGS[preset]
+    lengths = range(cfg.length[0], cfg.length[1] + 1)
+    angles = [a for low, high in cfg.angle for a in range(low, high + 1)]
+    return [(length, angle, width) for length in lengths for angle in angles for width in cfg.width]
+
+
+def kernel_build_cost(preset: str = "medium") -> dict:
+    """The one-off cost the speed table leaves out: building (then caching) the stamp kernels of
+    every (length, angle, width) a preset can draw, 16 at a time as a cold batch would."""
+    import torch
+
+    from pipeline.synthesis import rain
+
+    keys = torch.tensor(_preset_kernel_keys(preset))
+    rain._KERNEL_CACHE.clear()
+    start = time.perf_counter()
+    for batch in keys.split(16):
+        rain._sparse_kernels(*batch.unbind(1))
+    seconds = time.perf_counter() - start
+    return {"preset": preset, "kernels": len(keys), "seconds": seconds, "ms_per_kernel": 1e3 * seconds / len(keys)}
+
+
+def _fft_engine(batch, generator) -> None:
+    """The engine's previous algorithm, for before/after figures in one run: a dense U(0,1) field
+    per sample, FFT convolution with the full kernels, the same checks and composite."""
+    import torch
+
+    from pipeline.synthesis.rain import draw_rain_params, render_rain_layers, resolve_rain
+
+    n, _, height, width = batch.shape
+    torch.aminmax(batch)  # the input check rainify_batch makes
+    draw = draw_rain_params(resolve_rain(["medium"]), n, generator, "cpu")
+    layers = render_rain_layers(torch.rand(n, 1, height, width, generator=generator), draw, method="fft")
+    torch.addcmul(batch, layers, (draw.beta.float() / 255).view(n, 1, 1, 1)).clamp_(0, 1)
+
+
 def speed(size: int, threads: int, seconds: float) -> dict:
-    """Rain layers per second for each implementation on one size, with `threads` threads."""
+    """Rain layers per second for each implementation on one size, with `threads` threads (torch
+    and OpenCV alike); the engine's stamp kernels for the preset are built beforehand (steady state)."""
     import albumentations
     import cv2
     import kornia.augmentation
     import torch
 
+    from pipeline.synthesis import rain
     from pipeline.synthesis.rain import rainify_batch, synthesize_rain
 
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
+    keys = torch.tensor(_preset_kernel_keys("medium"))
+    rain._sparse_kernels(*keys.unbind(1))  # a training run reaches this state after a few thousand crops
     clean = background(size)
     batch_size = 16 if size <= 128 else 4
     batch = torch.from_numpy(clean).permute(2, 0, 1).float().div(255)[None].repeat(batch_size, 1, 1, 1)
@@ -188,6 +241,7 @@ def speed(size: int, threads: int, seconds: float) -> dict:
     rates = {
         "engine_batched": _rate(lambda: rainify_batch(batch, ["medium"], 1.0, generator), batch_size, seconds),
         "engine_one_image": _rate(lambda: synthesize_rain(clean, ["medium"], next(seeds)), 1, seconds),
+        "engine_before_fft": _rate(lambda: _fft_engine(batch, generator), batch_size, seconds),
         "reference_opencv": _rate(lambda: reference_rain(clean, "medium", rng), 1, seconds),
         "albumentations_RandomRain": _rate(lambda: album(image=clean), 1, seconds),
         "kornia_RandomRain": _rate(lambda: korn(batch), batch_size, seconds),
@@ -202,6 +256,47 @@ def speed(size: int, threads: int, seconds: float) -> dict:
 
         rates["engine_batched_cuda"] = _rate(on_gpu, batch_size, seconds)
     return {"size": size, "threads": threads, **rates}
+
+
+def breakdown(size: int, repeats: int) -> dict:
+    """Where rainify_batch's time goes at one size (1 thread, preset medium, kernels cached):
+    milliseconds per layer of each stage, median over `repeats` batches, beside the reference's
+    whole per-image time; and the number of (stamp, kernel entry) pairs scattered per layer."""
+    import statistics
+
+    import torch
+
+    from pipeline.synthesis import rain
+
+    torch.set_num_threads(1)
+    batch_size = 16 if size <= 128 else 4
+    clean = background(size)
+    batch = torch.from_numpy(clean).permute(2, 0, 1).float().div(255)[None].repeat(batch_size, 1, 1, 1)
+    generator, rng = torch.Generator().manual_seed(1), np.random.default_rng(1)
+    entries = rain.resolve_rain(["medium"])
+    times: dict[str, list[float]] = {}
+    pairs = []
+
+    def timed(name, function, *args):
+        start = time.perf_counter()
+        result = function(*args)
+        times.setdefault(name, []).append((time.perf_counter() - start) / batch_size)
+        return result
+
+    for _ in range(repeats):
+        timed("input check", torch.aminmax, batch)
+        draw = timed("parameters", rain.draw_rain_params, entries, batch_size, generator, "cpu")
+        seeds = timed("seeds", rain._draw_seeds, draw.amount, size, size, generator)
+        kernels = timed("kernels (cached)", rain._sparse_kernels, draw.length, draw.angle, draw.width)
+        stamps = timed("stamps and mirrors", rain._stamp_positions, seeds, kernels, size, size)
+        raw = timed("scatter-add of the stamps", rain._stamp, stamps, kernels, size, size)
+        layers = timed("min-max normalization", rain._normalize, raw)[:, None]
+        weight = (draw.beta.float() / 255).view(-1, 1, 1, 1)
+        timed("composite rainy", lambda: torch.addcmul(batch, layers, weight).clamp_(0, 1))
+        timed("reference, per image", lambda: [reference_rain(clean, "medium", rng) for _ in range(batch_size)])
+        counts = torch.bincount(stamps[0], minlength=batch_size).tolist()
+        pairs.append(sum(c * k.size for c, k in zip(counts, kernels)) / batch_size)
+    return {"size": size, "pairs_per_layer": statistics.median(pairs), **{k: 1e3 * statistics.median(v) for k, v in times.items()}}
 
 
 def memory_4096() -> dict:
@@ -246,11 +341,15 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
     results: dict = {"exactness": exactness(4 if args.quick else 25)}
-    print("## Exactness: same noise and parameters (128², per preset)\n")
+    print("## Exactness: same noise and parameters (128², per preset; engine stamping | FFT)\n")
     print("| preset | samples | max abs diff of R | share of pixels off by > 1 |\n|---|---|---|---|")
     for row in results["exactness"]:
-        print(f"| {row['preset']} | {row['samples']} | {row['max_abs_diff']} | {row['share_off_by_more_than_1']:.2e} |")
+        print(
+            f"| {row['preset']} | {row['samples']} | {row['max_abs_diff_sparse']} \\| {row['max_abs_diff_fft']} "
+            f"| {row['share_off_by_more_than_1_sparse']:.2e} \\| {row['share_off_by_more_than_1_fft']:.2e} |"
+        )
 
     results["fidelity"] = [row for size in (128, 512) for row in fidelity(size, fidelity_samples[size])]
     print("\n## Fidelity per preset: engine | reference (z = difference / its standard error)\n")
@@ -264,15 +363,30 @@ def main() -> None:
             f"| {row['angle_sd_engine']:.1f} \\| {row['angle_sd_reference']:.1f} | {row['angle_ks_p']:.2f} |"
         )
 
+    results["kernel_build"] = kernel_build_cost()
     # 64² is the training crop of the default params (curate.patch_size); 128² and 512² are the goal's.
     results["speed"] = [speed(size, threads, seconds) for threads in (1, 2) for size in (64, 128, 512)]
     print("\n## Speed: rain layers per second (preset medium; ratio = engine batched / reference)\n")
     names = [key for key in results["speed"][0] if key not in ("size", "threads")]
-    print("| size | threads | " + " | ".join(names) + " | ratio |")
-    print("|---|---|" + "---|" * len(names) + "---|")
+    print("| size | threads | " + " | ".join(names) + " | ratio | ratio before |")
+    print("|---|---|" + "---|" * len(names) + "---|---|")
     for row in results["speed"]:
         ratio = row["engine_batched"] / row["reference_opencv"]
-        print(f"| {row['size']}² | {row['threads']} | " + " | ".join(f"{row[n]:.0f}" for n in names) + f" | {ratio:.2f}x |")
+        before = row["engine_before_fft"] / row["reference_opencv"]
+        print(f"| {row['size']}² | {row['threads']} | " + " | ".join(f"{row[n]:.0f}" for n in names) + f" | {ratio:.2f}x | {before:.2f}x |")
+    results["breakdown"] = [breakdown(size, 5 if args.quick else 30) for size in (128, 512)]
+    print("\n## Where the engine's time goes (ms per layer, 1 thread, median)\n")
+    stages = [key for key in results["breakdown"][0] if key not in ("size", "pairs_per_layer")]
+    print("| stage | " + " | ".join(f"{row['size']}²" for row in results["breakdown"]) + " |")
+    print("|---|" + "---|" * len(results["breakdown"]))
+    for stage in stages:
+        print(f"| {stage} | " + " | ".join(f"{row[stage]:.3f}" for row in results["breakdown"]) + " |")
+    print("| (stamp, kernel entry) pairs per layer | " + " | ".join(f"{row['pairs_per_layer']:.0f}" for row in results["breakdown"]) + " |")
+    build = results["kernel_build"]
+    print(
+        f"\nStamp kernels of preset {build['preset']} (built once, then cached; left out of the table): "
+        f"{build['kernels']} kernels, {build['seconds']:.1f} s, {build['ms_per_kernel']:.2f} ms each"
+    )
 
     results["memory_4096"] = memory_4096()
     m = results["memory_4096"]
@@ -281,8 +395,12 @@ def main() -> None:
         f"{m['extra_peak_mib']:.0f} MiB = {m['extra_peak_in_image_copies']:.1f} image copies "
         f"(including the rainy output and R), {m['seconds']:.1f} s"
     )
-    load = " ".join(f"{v:.1f}" for v in __import__("os").getloadavg())
-    print(f"\nMachine: {__import__('os').cpu_count()} CPUs, load average {load}; torch {torch.__version__}")
+    load_after = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    results["load_average"] = {"start": load_before, "end": load_after}
+    print(
+        f"\nMachine: {os.cpu_count()} CPUs, load average (1, 5, 15 min) {load_before} at the start, "
+        f"{load_after} at the end; torch {torch.__version__}"
+    )
     results["peak_rss_mib_benchmark_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

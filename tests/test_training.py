@@ -56,6 +56,7 @@ def build_workspace(root: Path, params: Params) -> Path:
     photos = [textured_photo(rng, 64, 64) for _ in range(4)]
     patches = np.stack([p[y : y + PATCH, x : x + PATCH] for p in photos for y in (0, 24, 48) for x in (0, 24, 48)])
     save_npy(root / params.paths.curated / "patches_train.npy", patches[:27])
+    save_npy(root / params.paths.curated / "patches_prior.npy", patches[:27])
     save_npy(root / params.paths.curated / "patches_val.npy", patches[27:])
     for suite in params.evaluate.suites:
         for index in range(2):

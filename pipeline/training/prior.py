@@ -1,6 +1,6 @@
 """`prior` step: pre-train the VQ autoencoder content prior on clean curated patches.
 
-Reads `{curated}/patches_train.npy` and `patches_val.npy`; writes `{prior}/prior.pt`,
+Reads `{curated}/patches_prior.npy` and `patches_val.npy`; writes `{prior}/prior.pt`,
 `metrics.json` (recon_psnr, codebook_usage, dead_codes, ...), `log.csv` and `recon.png`
 (docs/dataflow.md). Loss: L1 reconstruction + codebook + commitment_weight · commitment terms,
 plus an optional hinge patch-discriminator term; Adam with a cosine decay of the learning rate.
@@ -112,7 +112,7 @@ def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:
     device = select_device()
     torch.manual_seed(params.seed)  # weight initialisation
     model = create_model(cfg.model).to(device, memory_format=torch.channels_last)
-    train_patches = load_patches(curated / "patches_train.npy", model.stride)
+    train_patches = load_patches(curated / "patches_prior.npy", model.stride)
     val_patches = load_patches(curated / "patches_val.npy", model.stride)
     optimizer = create_optimizer_v2(model, opt="adam", lr=cfg.lr, weight_decay=0.0)
     # Cosine decay to 1% of lr: short CPU runs gain most of their final quality in the decay.
@@ -126,7 +126,7 @@ def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:
 
     checkpoint_path = out_dir / "checkpoint.pt"
     fingerprint = {"prior": cfg.model_dump(mode="json"), "seed": params.seed,
-                   "patches_train": file_digest(curated / "patches_train.npy")}
+                   "patches_prior": file_digest(curated / "patches_prior.npy")}
     state = load_state(checkpoint_path, fingerprint)
     start = 0
     if state is not None:

@@ -91,7 +91,8 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
     prior = prior_path = None
     if cfg.model.type == "prior_resnet":
         prior, prior_path = load_matching_prior(params, root)
-    torch.manual_seed(params.seed)  # weight initialisation (identical in every process)
+    seed = params.seed if cfg.seed is None else cfg.seed  # train.seed: the study's per-cell seed
+    torch.manual_seed(seed)  # weight initialisation (identical in every process)
     model = create_model(cfg.model, prior=prior, root=root).to(device, memory_format=torch.channels_last)
     if cfg.crop_size % model.stride:
         raise ValueError(f"train.crop_size={cfg.crop_size} must be divisible by the {cfg.model.type} model's stride {model.stride}")
@@ -111,7 +112,7 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
     checkpoint_path = root / paths.model / "checkpoint.pt"
     fingerprint = {
         "train": cfg.model_dump(mode="json"),
-        "seed": params.seed,
+        "seed": seed,
         "processes": dist.world_size,
         "patches_train": file_digest(patches_path),
         "prior": file_digest(prior_path) if prior_path else None,
@@ -132,9 +133,9 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
         network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def make_batch(step: int):
-        crops = random_crops(patches, local_batch, cfg.crop_size, cfg.augment, numpy_rng(params.seed, "train/crops", step, dist.rank))
+        crops = random_crops(patches, local_batch, cfg.crop_size, cfg.augment, numpy_rng(seed, "train/crops", step, dist.rank))
         clean = to_tensor(crops).to(device, non_blocking=True)  # rain is synthesized where the model runs
-        rain_generator = torch_generator(params.seed, "train/rain", step, dist.rank)
+        rain_generator = torch_generator(seed, "train/rain", step, dist.rank)
         rainy, _ = rainify_batch(clean, list(cfg.rain.presets), cfg.rain.probability, rain_generator)
         return clean, rainy
 
