@@ -33,6 +33,8 @@ def _run(command: list[str], root: Path, what: str) -> str:
     lines = []
     for line in process.stdout:
         line = line.rstrip().rsplit("\r", 1)[-1]  # tqdm redraws with \r: keep the final state
+        if "%|" in line and "100%|" not in line:
+            continue  # a progress bar's intermediate state: only its final line goes to the log
         if line:
             lines.append(line)
             logger.info("%s | %s", what, line)

@@ -16,8 +16,8 @@ from pipeline.io import atomic_path, write_csv
 from pipeline.study import aggregate, nested, recommend, short
 
 METRICS = [
-    "psnr_rain/unseen", "psnr_bg/unseen", "psnr_rain_gain/unseen", "psnr/unseen",
-    "psnr_rain/seen", "psnr_bg/seen", "psnr_rain_gain/seen", "psnr/seen",
+    "psnr_rain/unseen", "psnr_bg/unseen", "psnr_rain_gain/unseen", "psnr_bg_gain/unseen", "psnr/unseen",
+    "psnr_rain/seen", "psnr_bg/seen", "psnr_rain_gain/seen", "psnr_bg_gain/seen", "psnr/seen",
 ]
 
 
@@ -62,23 +62,24 @@ def _heatmaps(params: Params, rows: list[dict], path: Path) -> None:
 
 
 def _tradeoff(params: Params, rows: list[dict], path: Path) -> None:
-    """Rain removal (unseen rain-region PSNR) against background reconstruction, per configuration."""
+    """Rain removal (the objective) against background reconstruction (the floor metric), per configuration."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    x_key, y_key = params.study.floor_metric, params.study.objective
     fig, ax = plt.subplots(figsize=(6, 4.5))
     models = sorted({short(r["config"].get("train.model", "-")) for r in rows})
     for model in models:
         mine = [r for r in rows if short(r["config"].get("train.model", "-")) == model]
-        ax.errorbar([r["psnr_bg/unseen:mean"] for r in mine], [r["psnr_rain/unseen:mean"] for r in mine],
-                    xerr=[r["psnr_bg/unseen:std"] for r in mine], yerr=[r["psnr_rain/unseen:std"] for r in mine],
+        ax.errorbar([r[f"{x_key}:mean"] for r in mine], [r[f"{y_key}:mean"] for r in mine],
+                    xerr=[r[f"{x_key}:std"] for r in mine], yerr=[r[f"{y_key}:std"] for r in mine],
                     fmt="o", capsize=2, label=model)
-    ax.axvline(params.study.floor, color="grey", linestyle=":", label=f"background floor {params.study.floor:g} dB")
-    ax.set_xlabel("background PSNR, unseen rain (dB)")
-    ax.set_ylabel("rain-region PSNR, unseen rain (dB)")
-    ax.set_title("rain removal vs background reconstruction")
+    ax.axvline(params.study.floor, color="grey", linestyle=":", label=f"floor {params.study.floor:g} dB")
+    ax.set_xlabel(f"{x_key} (dB): background reconstruction")
+    ax.set_ylabel(f"{y_key} (dB): rain removal")
+    ax.set_title("rain removal vs background reconstruction (mean ± std over seeds)")
     ax.legend(fontsize=8)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
@@ -114,12 +115,13 @@ def write_study_outputs(params: Params, root: Path, results: list[dict], lineage
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "cells.csv", [
         {"cell_id": r["cell_id"], "label": r["label"], "error": (r["error"] or "")[:200],
-         **{m: (r["metrics"] or {}).get(m, "") for m in METRICS}} for r in results
+         **{m: (r["metrics"] or {}).get(m, "") for m in dict.fromkeys([*METRICS, params.study.objective, params.study.floor_metric])}} for r in results
     ])
-    rows = aggregate(results, METRICS)
+    metrics = list(dict.fromkeys([*METRICS, params.study.objective, params.study.floor_metric]))
+    rows = aggregate(results, metrics)
     table_rows = [{"configuration": ", ".join(f"{k.rsplit('.', 1)[-1]}={short(v)}" for k, v in r["config"].items()),
                    "seeds": r["seeds"], "failed": r["failed"],
-                   **{m: _fmt(r[f"{m}:mean"], r[f"{m}:std"]) for m in METRICS[:4]}} for r in rows]
+                   **{m: _fmt(r[f"{m}:mean"], r[f"{m}:std"]) for m in metrics[:5]}} for r in rows]
     write_csv(out / "table.csv", table_rows)
     completed = [r for r in rows if r["seeds"]]
     if completed:

@@ -37,7 +37,7 @@ def test_version_registered_with_lineage_and_alias(finished_run):
     workspace, env = finished_run["workspace"], finished_run["env"]
     out = json.loads(mlflow_query(workspace, env, (
         "v = c.get_model_version_by_alias('raincheck-derain', 'candidate')\n"
-        "p = c.get_model_version_by_alias('raincheck-prior', 'latest')\n"
+        "p = c.get_model_version_by_alias('raincheck-prior', 'current')\n"
         "print(json.dumps({'version': str(v.version), 'tags': v.tags, 'prior': str(p.version)}))\n"
     )))
     assert out["version"] == "1"

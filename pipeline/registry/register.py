@@ -17,7 +17,7 @@ from pipeline.registry.lineage import lineage_tags
 from pipeline.registry.promotion import decide
 
 EXPERIMENT = "raincheck"
-CANDIDATE, CHAMPION, LATEST = "candidate", "champion", "latest"
+CANDIDATE, CHAMPION, CURRENT = "candidate", "champion", "current"
 # What the served model needs; explicit so logging never runs a pip resolution (offline-safe).
 PIP_REQUIREMENTS = ["torch>=2.4", "timm>=1.0", "numpy>=2", "pillow", "pandas", "pydantic>=2", "pyyaml"]
 
@@ -126,7 +126,7 @@ def register_prior(client, params: Params, root: Path, tags: dict[str, str]) -> 
             pip_requirements=PIP_REQUIREMENTS,
         )
     version = mlflow.register_model(info.model_uri, params.register.prior_name, tags={**tags, "mlflow_run_id": run.info.run_id})
-    client.set_registered_model_alias(params.register.prior_name, LATEST, version.version)
+    client.set_registered_model_alias(params.register.prior_name, CURRENT, version.version)
     return version.version
 
 

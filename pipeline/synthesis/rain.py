@@ -617,7 +617,7 @@ def _draw_layers(
     Seeds come as a list when they are sparse (every preset), else as a dense noise field."""
     import torch
 
-    n = len(draw.amount)
+    n = draw.amount.shape[0]
     if float(draw.amount.max()) <= _SPARSE_SEED_LIMIT:
         seeds = _to_device(_draw_seeds(draw.amount, height, width, generator), device)
         return _layers_from_seeds(seeds, draw, n, height, width, "auto", _BAND_PIXELS)
@@ -636,9 +636,13 @@ def render_rain_layers(
     bands for images of more than `band_pixels` padded pixels), "auto" picks the cheaper one.
     Both agree to ±1 level (float32 round-off, and the negligible kernel entries stamping drops).
     """
+    import torch
+
     if method not in _METHODS:
         raise ValueError(f"method must be one of {', '.join(_METHODS)}, got {method!r}")
     n, _, height, width = noise.shape
+    if n == 0:
+        return torch.zeros_like(noise)
     field = _seed_field(noise, draw.amount)
     if method == "fft" or (method == "auto" and float(draw.amount.max()) > _SPARSE_SEED_LIMIT):
         return _normalize(_fft_convolve(field, draw, band_pixels))
