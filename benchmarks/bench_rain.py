@@ -1,7 +1,7 @@
 """Rain synthesis benchmark: fidelity and speed of raincheck's engine vs a per-image OpenCV reference.
 
     .venv/bin/pip install -r requirements-bench.txt
-    .venv/bin/python benchmarks/bench_rain.py            # full run (about 5 minutes on 2 cores)
+    .venv/bin/python benchmarks/bench_rain.py            # full run (about 7 minutes on 2 cores)
     .venv/bin/python benchmarks/bench_rain.py --quick    # smaller samples, for a smoke test
 
 Sections (Markdown on stdout; --json FILE keeps the numbers):
@@ -264,11 +264,13 @@ def breakdown(size: int, repeats: int) -> dict:
     whole per-image time; and the number of (stamp, kernel entry) pairs scattered per layer."""
     import statistics
 
+    import cv2
     import torch
 
     from pipeline.synthesis import rain
 
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     batch_size = 16 if size <= 128 else 4
     clean = background(size)
     batch = torch.from_numpy(clean).permute(2, 0, 1).float().div(255)[None].repeat(batch_size, 1, 1, 1)
@@ -296,7 +298,8 @@ def breakdown(size: int, repeats: int) -> dict:
         timed("reference, per image", lambda: [reference_rain(clean, "medium", rng) for _ in range(batch_size)])
         counts = torch.bincount(stamps[0], minlength=batch_size).tolist()
         pairs.append(sum(c * k.size for c, k in zip(counts, kernels)) / batch_size)
-    return {"size": size, "pairs_per_layer": statistics.median(pairs), **{k: 1e3 * statistics.median(v) for k, v in times.items()}}
+    milliseconds = {stage: 1e3 * statistics.median(values) for stage, values in times.items()}
+    return {"size": size, "pairs_per_layer": statistics.median(pairs), **milliseconds}
 
 
 def memory_4096() -> dict:
@@ -373,7 +376,8 @@ def main() -> None:
     for row in results["speed"]:
         ratio = row["engine_batched"] / row["reference_opencv"]
         before = row["engine_before_fft"] / row["reference_opencv"]
-        print(f"| {row['size']}² | {row['threads']} | " + " | ".join(f"{row[n]:.0f}" for n in names) + f" | {ratio:.2f}x | {before:.2f}x |")
+        rates = " | ".join(f"{row[n]:.0f}" for n in names)
+        print(f"| {row['size']}² | {row['threads']} | {rates} | {ratio:.2f}x | {before:.2f}x |")
     results["breakdown"] = [breakdown(size, 5 if args.quick else 30) for size in (128, 512)]
     print("\n## Where the engine's time goes (ms per layer, 1 thread, median)\n")
     stages = [key for key in results["breakdown"][0] if key not in ("size", "pairs_per_layer")]
@@ -381,7 +385,8 @@ def main() -> None:
     print("|---|" + "---|" * len(results["breakdown"]))
     for stage in stages:
         print(f"| {stage} | " + " | ".join(f"{row[stage]:.3f}" for row in results["breakdown"]) + " |")
-    print("| (stamp, kernel entry) pairs per layer | " + " | ".join(f"{row['pairs_per_layer']:.0f}" for row in results["breakdown"]) + " |")
+    pairs = " | ".join(f"{row['pairs_per_layer']:.0f}" for row in results["breakdown"])
+    print(f"| (stamp, kernel entry) pairs per layer | {pairs} |")
     build = results["kernel_build"]
     print(
         f"\nStamp kernels of preset {build['preset']} (built once, then cached; left out of the table): "

@@ -158,8 +158,9 @@ def _draw_widths(u: np.ndarray, entry: np.ndarray, entries: Sequence[RainConfig]
 def _draw_angles(u: np.ndarray, entry: np.ndarray, entries: Sequence[RainConfig]) -> np.ndarray:
     """Integer angles uniform over the union of each entry's (disjoint) ranges."""
     size = max(len(e.angle) for e in entries)
-    lows = np.array([[lo for lo, _ in e.angle] + [0] * (size - len(e.angle)) for e in entries], dtype=np.float64)[entry]
-    counts = np.array([[hi - lo + 1 for lo, hi in e.angle] + [0] * (size - len(e.angle)) for e in entries], dtype=np.float64)[entry]
+    padding = [[0] * (size - len(e.angle)) for e in entries]
+    lows = np.array([[lo for lo, _ in e.angle] + pad for e, pad in zip(entries, padding)], dtype=np.float64)[entry]
+    counts = np.array([[hi - lo + 1 for lo, hi in e.angle] + pad for e, pad in zip(entries, padding)], dtype=np.float64)[entry]
     ends = counts.cumsum(1)
     pick = np.minimum(np.floor(u * ends[:, -1]), ends[:, -1] - 1)  # index into the union
     which = (pick[:, None] >= ends).sum(1)
@@ -181,7 +182,10 @@ def draw_rain_params(
     # Per entry: (low, high) of amount, beta, haze strength, airlight and length, then "has haze".
     bounds = np.array(
         [
-            [*e.amount, *e.beta, *(h.strength if h else (0.0, 0.0)), *(h.airlight if h else (1.0, 1.0)), *e.length, float(h is not None)]
+            [
+                *e.amount, *e.beta, *(h.strength if h else (0.0, 0.0)), *(h.airlight if h else (1.0, 1.0)),
+                *e.length, float(h is not None),
+            ]
             for e, h in zip(entries, hazes)
         ],
         dtype=np.float64,
@@ -413,6 +417,7 @@ def _draw_seeds(amount: "torch.Tensor", height: int, width: int, generator: "tor
 
 
 def _to_device(seeds: _Seeds, device: "torch.device | str") -> _Seeds:
+    """The same seeds on `device`."""
     return _Seeds(*(t.to(device) for t in (seeds.sample, seeds.row, seeds.col, seeds.value)))
 
 
@@ -493,7 +498,8 @@ def _stamp(
     fits = canvas_rows * canvas_cols < 2**31
     kind = torch.int32 if fits else torch.long
     position = ((row + margin_y) * canvas_cols + col + margin_x).to(kind)
-    offsets = torch.cat([k.dy for k in kernels]).to(device, kind) * canvas_cols + torch.cat([k.dx for k in kernels]).to(device, kind)
+    offsets = torch.cat([k.dy for k in kernels]).to(device, kind) * canvas_cols
+    offsets += torch.cat([k.dx for k in kernels]).to(device, kind)
     sizes = [k.size for k in kernels]
     per_sample = torch.bincount(sample, minlength=n).tolist()
     parts = zip(
@@ -702,7 +708,7 @@ def rainify_batch(
         layers = torch.zeros(n, 1, height, width, dtype=torch.float32, device=device)
         layers[index] = layer
     rainy = torch.addcmul(clean.float(), layers, weight.view(n, 1, 1, 1)).clamp_(0, 1)
-    if bool((draw.haze > 0).any()):
+    if any(e.extras for e in entries) and bool((draw.haze > 0).any()):
         haze = torch.zeros(n, 1, 1, 1, dtype=torch.float32, device=device)
         airlight = torch.ones(n, 1, 1, 1, dtype=torch.float32, device=device)
         haze[index], airlight[index] = draw.haze.float().view(-1, 1, 1, 1), draw.airlight.float().view(-1, 1, 1, 1)
