@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 STAGES = ("curate", "synthesize", "prior", "train", "evaluate")
 
@@ -117,6 +117,10 @@ def retrain(root: str = ".", params_file: str = "params.yaml", refresh_pool_firs
         committed = commit_results_to_branch(workspace, params.schedule.results_branch) if commit_results else None
     result = {"metrics": metrics, "registration": registration, "stages_run": ran, "data_change": data_change, "committed": committed}
     create_markdown_artifact(key="retrain-summary", markdown=run_markdown(result, params), description="raincheck retrain: data, metrics vs champion, gate")
+    curation = workspace / params.paths.curated / "summary.json"
+    if curation.is_file():
+        create_table_artifact(key="curation", table=[{"measure": k, "value": v} for k, v in sorted(read_json(curation).items())],
+                              description="curated data: counts per split, duplicates, complexity quantiles")
     if registration.get("created") and registration.get("promote"):
         notify("promotion", {"model": registration["model_name"], "version": registration["version"], "reasons": registration["reasons"]})
     return result

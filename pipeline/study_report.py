@@ -53,11 +53,12 @@ def _heatmaps(params: Params, rows: list[dict], path: Path) -> None:
         ax.set_xticks(range(len(xs)), xs)
         ax.set_yticks(range(len(ys)), ys)
         ax.set_xlabel(spec.x.rsplit(".", 1)[-1])
-        ax.set_ylabel(spec.y.rsplit(".", 1)[-1])
+        if ax is axes[0][0]:
+            ax.set_ylabel(spec.y.rsplit(".", 1)[-1])
         ax.set_title(" / ".join(facet), fontsize=9)
     fig.colorbar(image, ax=axes[0].tolist(), label=f"{objective} (dB, mean over seeds)")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
     plt.close(fig)
 
 
