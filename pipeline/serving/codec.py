@@ -28,20 +28,25 @@ def encode_png(image: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def read_image(data: bytes, max_pixels: int = 64_000_000, what: str = "image") -> np.ndarray:
+    """Bytes of a PNG/JPEG/... file -> uint8 HxWx3 RGB (EXIF orientation applied); PayloadError otherwise."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > max_pixels:
+                raise PayloadError(f"{what}: {img.width}x{img.height} exceeds {max_pixels} pixels")
+            return np.asarray(ImageOps.exif_transpose(img).convert("RGB")).copy()
+    except (UnidentifiedImageError, OSError):
+        raise PayloadError(f"{what} does not decode to an image (PNG or JPEG expected)") from None
+
+
 def decode_image(text: object, max_pixels: int = 64_000_000) -> np.ndarray:
     """base64 text of an image file -> uint8 HxWx3 RGB; PayloadError on anything else."""
-    from PIL import Image, UnidentifiedImageError
-
     if not isinstance(text, (str, bytes)):
         raise PayloadError(f"column '{IMAGE_COLUMN}' must hold base64 text of a PNG/JPEG, got {type(text).__name__}")
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise PayloadError(f"column '{IMAGE_COLUMN}' is not valid base64") from None
-    try:
-        with Image.open(io.BytesIO(raw)) as img:
-            if img.width * img.height > max_pixels:
-                raise PayloadError(f"image of {img.width}x{img.height} exceeds {max_pixels} pixels")
-            return np.asarray(img.convert("RGB")).copy()
-    except (UnidentifiedImageError, OSError):
-        raise PayloadError(f"column '{IMAGE_COLUMN}' does not decode to an image (PNG or JPEG expected)") from None
+    return read_image(raw, max_pixels, what=f"column '{IMAGE_COLUMN}'")

@@ -24,7 +24,7 @@ def predict_paths(params: Params, source: Path, target: Path, version: str | Non
 
     from pipeline.io import save_png
     from pipeline.registry.register import mlflow_client
-    from pipeline.serving.codec import decode_image
+    from pipeline.serving.codec import read_image
     from pipeline.inference import derain_array
     from pipeline.models.factory import load_derain_model
 
@@ -47,8 +47,5 @@ def predict_paths(params: Params, source: Path, target: Path, version: str | Non
         raise FileNotFoundError(f"{uri}: no model.pt checkpoint in the registered model")
     model = load_derain_model(checkpoint)
     for path, out in tqdm(list(zip(inputs, outputs)), desc="derain", unit="img"):
-        import base64
-
-        image = decode_image(base64.b64encode(path.read_bytes()))
-        save_png(out, derain_array(model, image, tile=tile))
+        save_png(out, derain_array(model, read_image(path.read_bytes(), what=str(path)), tile=tile))
     return outputs
