@@ -205,14 +205,9 @@ class RainConfig(Strict):
     beta: tuple[float, float] = (0.7, 1.0)
     extras: list[Haze] = Field(default_factory=list)
 
-    @field_validator("amount")
+    @field_validator("amount", "beta")
     @classmethod
-    def _amount(cls, value: tuple[float, float]) -> tuple[float, float]:
-        return _ordered_range(value, 0.0, 1.0)
-
-    @field_validator("beta")
-    @classmethod
-    def _beta(cls, value: tuple[float, float]) -> tuple[float, float]:
+    def _unit_range(cls, value: tuple[float, float]) -> tuple[float, float]:
         return _ordered_range(value, 0.0, 1.0)
 
     @field_validator("length")

@@ -15,22 +15,11 @@ from pipeline.config import ParamsError, parse_params
 from pipeline.evaluation.evaluate import evaluate_model, load_suites, run_evaluate, write_outputs
 from pipeline.evaluation.report import make_sample, render_report
 from pipeline.io import read_csv, read_json, save_png
+from tests.fakes import Identity
 
 REPO = Path(__file__).resolve().parents[1]
 RAIN = 200  # the rain layer is 0 or 200; clean pixels are <= 50, so rainy = clean + R never clips
 INPUT_RAIN_PSNR = 10 * math.log10(255**2 / RAIN**2)  # every rain pixel is off by 200: 2.11 dB
-
-
-class Identity(nn.Module):
-    """Returns its input; records the batch shapes it was called with."""
-
-    def __init__(self):
-        super().__init__()
-        self.shapes: list[tuple[int, ...]] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.shapes.append(tuple(x.shape))
-        return x
 
 
 class PerfectDerainer(nn.Module):

@@ -10,18 +10,7 @@ import torch
 from torch import nn
 
 from pipeline.inference import blend_weights, derain_array, derain_batch, tile_starts
-
-
-class Identity(nn.Module):
-    """Returns its input and records the shape of every call."""
-
-    def __init__(self):
-        super().__init__()
-        self.shapes: list[tuple[int, ...]] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.shapes.append(tuple(x.shape))
-        return x.clone()
+from tests.fakes import Identity
 
 
 class Blur(nn.Module):
