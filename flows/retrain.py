@@ -24,7 +24,7 @@ class StageFailed(RuntimeError):
     """A DVC stage exited non-zero; the message carries the stage's own error output."""
 
 
-def _run(command: list[str], root: Path, what: str) -> str:
+def run_logged(command: list[str], root: Path, what: str) -> str:
     """Run a command in the workspace, streaming its output to the Prefect log; returns it."""
     logger = get_run_logger()
     env = dict(os.environ)
@@ -57,15 +57,15 @@ def refresh_pool(root: Path, params_file: str, refresh: bool) -> dict:
     pool = root / load_params(root / params_file).paths.pool
     before = pool_snapshot(pool)
     if refresh or not (pool / "manifest.csv").is_file():
-        _run([sys.executable, "-m", "pipeline", "ingest", "--params", params_file], root, "ingest")
-    _run(_dvc("add", "--quiet", str(pool.relative_to(root))), root, "dvc add")
+        run_logged([sys.executable, "-m", "pipeline", "ingest", "--params", params_file], root, "ingest")
+    run_logged(_dvc("add", "--quiet", str(pool.relative_to(root))), root, "dvc add")
     return pool_change(before, pool_snapshot(pool))
 
 
 @task(name="stage")
 def run_stage(root: Path, stage: str) -> bool:
     """`dvc repro <stage>`: runs the stage only if its deps, params or code changed; True if it ran."""
-    output = _run(_dvc("repro", stage), root, stage)
+    output = run_logged(_dvc("repro", stage), root, stage)
     return f"Running stage '{stage}'" in output
 
 
@@ -80,7 +80,7 @@ def register(root: Path, params_file: str, flow_run_id: str | None) -> dict:
 @task(name="push", retries=3, retry_delay_seconds=[5, 20, 60])
 def push(root: Path) -> str:
     """Push the pool and every stage output to the DVC remote."""
-    return _run(_dvc("push", "--quiet"), root, "dvc push")
+    return run_logged(_dvc("push", "--quiet"), root, "dvc push")
 
 
 @task(name="commit-results")

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 from prefect import flow, get_run_logger, task
 
-from flows.retrain import StageFailed, _run
+from flows.retrain import run_logged
 
 
 def _git(root: Path, *args: str) -> str:
@@ -58,7 +58,7 @@ def run_cell(root: Path, cell_id: str, label: str, params: dict, results_dir: Pa
         return read_json(cached)
     cell_dir = root / ".raincheck" / "study" / "cells" / cell_id
     _prepare_cell(root, cell_dir, params)
-    _run([sys.executable, "-m", "dvc", "repro", "evaluate"], cell_dir, f"cell {cell_id}")
+    run_logged([sys.executable, "-m", "dvc", "repro", "evaluate"], cell_dir, f"cell {cell_id}")
     evaluation = params["paths"]["evaluation"]
     result = {"cell_id": cell_id, "label": label, "metrics": read_json(cell_dir / evaluation / "metrics.json"),
               "train": read_json(cell_dir / params["paths"]["model"] / "metrics.json")}
