@@ -74,11 +74,18 @@ def _latest_summary(served) -> str:
 
 
 def test_cron_deployment_has_scheduled_runs(served):
+    # The server's scheduler service fills in upcoming runs on its own loop (every 60 s by
+    # default), so a freshly served deployment may have none yet: poll for up to three loops.
     result = _prefect(served, f"""
+        import time
         with get_client(sync_client=True) as client:
             deployment = client.read_deployment_by_name({DEPLOYMENT!r})
-            runs = client.read_flow_runs(limit=20)
-        scheduled = [r for r in runs if r.deployment_id == deployment.id and r.state and r.state.type.value == "SCHEDULED"]
+            for _ in range(90):
+                runs = client.read_flow_runs(limit=50)
+                scheduled = [r for r in runs if r.deployment_id == deployment.id and r.state and r.state.type.value == "SCHEDULED"]
+                if scheduled:
+                    break
+                time.sleep(2)
         print(json.dumps({{"cron": deployment.schedules[0].schedule.cron, "scheduled": len(scheduled)}}))
     """)
     assert result["cron"] == served["params"]["schedule"]["cron"]
