@@ -9,12 +9,19 @@ from pydantic import ValidationError
 
 from pipeline.config import PRESETS, RainConfig
 from pipeline.seeds import torch_generator
+from pipeline.synthesis import cpu_kernels
 from pipeline.synthesis.rain import (
     _KERNEL_CACHE,
     _NEGLIGIBLE_WEIGHT,
     PRESET_CONFIGS,
     RainDraw,
+    _composite,
     _draw_seeds,
+    _normalize,
+    _reflect101_copies,
+    _render_on_cpu,
+    _stamp,
+    _stamp_positions,
     _sparse_kernels,
     coverage,
     draw_rain_params,
@@ -218,6 +225,46 @@ def test_stamping_and_fft_convolution_agree_on_the_same_noise(height, width):
     assert (stamped - convolved).abs().max() <= 1
     assert float((stamped != convolved).float().mean()) < 0.05
     assert torch.equal(render_rain_layers(noise, draw), stamped)  # auto picks stamping here
+
+
+@pytest.mark.parametrize("height,width", [(3, 5), (17, 64), (64, 64), (96, 40)])
+def test_compiled_cpu_rendering_equals_the_torch_stamping(height, width):
+    # CUDA runs the torch ops (_stamp_positions, _stamp, _normalize); CPU the compiled loop.
+    generator = torch.Generator().manual_seed(height * 7 + width)
+    draw = draw_rain_params(resolve_rain(list(PRESETS)), 12, generator, "cpu")
+    seeds = _draw_seeds(draw.amount * 4, height, width, generator)  # denser: many border seeds
+    kernels = _sparse_kernels(draw.length, draw.angle, draw.width)
+    expected = _normalize(_stamp(_stamp_positions(seeds, kernels, height, width), kernels, height, width))
+    compiled = _render_on_cpu(seeds, torch.bincount(seeds.sample, minlength=12), kernels, height, width)
+    assert compiled.shape == expected.shape == (12, height, width)
+    # Float sums in another order: a level may flip where a value sits on an integer.
+    assert (compiled - expected).abs().max() <= 1
+    assert float((compiled != expected).float().mean()) < 0.01
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 8, 64])
+@pytest.mark.parametrize("reach", [0, 1, 5, 30])
+def test_compiled_mirror_images_match_the_reflect101_table(size, reach):
+    table = _reflect101_copies(size, reach, "cpu").numpy()
+    found = np.empty(size + 2 * reach + 1, dtype=np.int64)
+    for index in range(size):
+        count = cpu_kernels._reflect101_images(index, size, reach, found)
+        assert sorted(found[:count].tolist()) == sorted(int(p) for p in table[:, index] if p > -(1 << 39))
+
+
+def test_compiled_composite_equals_torch_and_checks_the_range():
+    generator = torch.Generator().manual_seed(5)
+    clean = torch.rand(3, 3, 9, 11, generator=generator)
+    layers = torch.randint(0, 256, (3, 1, 9, 11), generator=generator).float()
+    weight = torch.tensor([0.0, 0.7 / 255, 1.0 / 255])
+    expected = torch.addcmul(clean, layers, weight.view(3, 1, 1, 1)).clamp(0, 1)
+    assert torch.allclose(_composite(clean, layers, weight), expected, atol=1e-6)
+    assert torch.equal(_composite(clean.double(), layers, weight), _composite(clean, layers, weight))
+    for bad in (float("nan"), -0.1, 1.5):
+        broken = clean.clone()
+        broken[1, 2, 4, 5] = bad
+        with pytest.raises(ValueError, match=r"clean values must lie in \[0,1\]"):
+            _composite(broken, layers, weight)
 
 
 def test_unknown_render_method_is_rejected():

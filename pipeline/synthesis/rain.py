@@ -15,10 +15,13 @@ How it is computed, exact to ±1 level of the authors' OpenCV code:
 - Seeds are sparse (0.2–1 % of the pixels at the presets), so they are drawn directly as the
   survivors of the threshold: raster-order gaps between survivors are geometric and survivor
   values uniform above the threshold, the same distribution as a thresholded dense U(0,256) field.
+  Every draw is a torch op on the generator's device, so CPU and CUDA get the same rain.
 - R is then the sum of value-weighted kernel stamps, one per seed and one per reflect-101 mirror
   image of a seed near a border: a scatter-add of 2–3 values per pixel, far cheaper than FFTs of
-  the image. Dense seed fields (high custom amounts) and huge kernels take an FFT convolution
-  instead, in row bands for large images, so a 4096² image holds only a few copies of itself.
+  the image. On CUDA that is torch's scatter_add_; on CPU a compiled loop (cpu_kernels.py) that
+  also normalizes, and composites while it checks the input range. Dense seed fields (high custom
+  amounts) and huge kernels take an FFT convolution instead, in row bands for large images, so a
+  4096² image holds only a few copies of itself.
 benchmarks/bench_rain.py compares it with a per-image OpenCV reference.
 
 torch is imported inside functions: this module is importable without paying for it.
@@ -516,6 +519,31 @@ def _stamp(
     return canvas.view(n, canvas_rows, canvas_cols)[:, margin_y : margin_y + height, margin_x : margin_x + width]
 
 
+def _render_on_cpu(
+    seeds: _Seeds, per_sample: "torch.Tensor", kernels: Sequence[_SparseKernel], height: int, width: int
+) -> "torch.Tensor":
+    """What `_normalize(_stamp(_stamp_positions(...)))` computes, in one compiled loop
+    (cpu_kernels.render): normalized R, float32 (N, H, W)."""
+    import torch
+    import torch.nn.functional as F
+
+    from pipeline.synthesis import cpu_kernels
+
+    def ranges(counts: "torch.Tensor") -> np.ndarray:
+        return F.pad(counts.cumsum(0), (1, 0)).numpy()
+
+    layers = torch.empty(len(kernels), height, width, dtype=torch.float32)
+    cpu_kernels.render(
+        ranges(per_sample), seeds.row.numpy(), seeds.col.numpy(), seeds.value.float().numpy(),
+        ranges(torch.tensor([k.size for k in kernels])),
+        torch.cat([k.dy for k in kernels]).long().numpy(), torch.cat([k.dx for k in kernels]).long().numpy(),
+        torch.cat([k.weight for k in kernels]).numpy(),
+        np.array([k.reach_y for k in kernels], dtype=np.int64), np.array([k.reach_x for k in kernels], dtype=np.int64),
+        layers.numpy(),
+    )
+    return layers
+
+
 # ----------------------------------------------------------------------------- FFT convolution
 def _fft_size(n: int) -> int:
     """Smallest 2·3·5-smooth integer >= n (fast FFT lengths)."""
@@ -603,13 +631,15 @@ def _layers_from_seeds(
     import torch
 
     kernels = _sparse_kernels(draw.length, draw.angle, draw.width)
-    stamps = _stamp_positions(seeds, kernels, height, width)
-    if method == "auto":
-        counts = torch.bincount(stamps[0], minlength=n).tolist()
-        pairs = sum(count * k.size for count, k in zip(counts, kernels))
+    per_sample = torch.bincount(seeds.sample, minlength=n)
+    if method == "auto":  # mirror images of border seeds add a few stamps more: ignored here
+        pairs = sum(count * k.size for count, k in zip(per_sample.tolist(), kernels))
         pad = max(max(k.reach_y, k.reach_x) for k in kernels)
         method = "sparse" if pairs <= _PAIRS_PER_FFT_PIXEL * n * (height + 2 * pad) * (width + 2 * pad) else "fft"
+    if method == "sparse" and seeds.value.device.type == "cpu":
+        return _render_on_cpu(seeds, per_sample, kernels, height, width)[:, None]
     if method == "sparse":
+        stamps = _stamp_positions(seeds, kernels, height, width)
         return _normalize(_stamp(stamps, kernels, height, width))[:, None]
     field = torch.zeros(n, 1, height, width, dtype=torch.float32, device=seeds.value.device)
     field[seeds.sample, 0, seeds.row, seeds.col] = seeds.value
@@ -656,7 +686,7 @@ def render_rain_layers(
 
 
 # ----------------------------------------------------------------------------- public API
-def _check_float_batch(clean: "torch.Tensor") -> None:
+def _check_float_batch(clean: "torch.Tensor", check_range: bool = True) -> None:
     import torch
 
     if not isinstance(clean, torch.Tensor):
@@ -665,10 +695,29 @@ def _check_float_batch(clean: "torch.Tensor") -> None:
         raise ValueError(f"clean must be NCHW with 3 channels (float32 in [0,1]), got shape {tuple(clean.shape)}")
     if not clean.is_floating_point():
         raise TypeError(f"clean must be float32 in [0,1], got dtype {clean.dtype}")
-    if clean.numel():
+    if check_range and clean.numel():
         low, high = (float(v) for v in torch.aminmax(clean))
-        if low < 0 or high > 1:
+        if not (low >= 0 and high <= 1):  # NaN fails too
             raise ValueError(f"clean values must lie in [0,1], got [{low:g}, {high:g}]")
+
+
+def _composite(clean: "torch.Tensor", layers: "torch.Tensor", weight: "torch.Tensor") -> "torch.Tensor":
+    """rainy = clip(clean + weight·R, 0, 1) for clean float NCHW in [0,1], layers float32 (N,1,H,W)
+    and weight float32 (N,): a new float32 tensor. Checks clean's range (on CPU in the same
+    compiled pass, cpu_kernels.composite)."""
+    import torch
+
+    n = clean.shape[0]
+    if clean.device.type != "cpu":
+        _check_float_batch(clean)
+        return torch.addcmul(clean.float(), layers, weight.view(n, 1, 1, 1)).clamp_(0, 1)
+    from pipeline.synthesis import cpu_kernels
+
+    clean32 = clean.float().contiguous()
+    rainy = torch.empty_like(clean32)
+    if cpu_kernels.composite(clean32.numpy(), layers.contiguous().view(n, *layers.shape[-2:]).numpy(), weight.numpy(), rainy.numpy()):
+        _check_float_batch(clean)  # raises, naming the range found
+    return rainy
 
 
 def rainify_batch(
@@ -688,7 +737,7 @@ def rainify_batch(
 
     from pipeline.synthesis.extras import add_haze
 
-    _check_float_batch(clean)
+    _check_float_batch(clean, check_range=False)  # the range is checked with the composite
     if not 0.0 <= probability <= 1.0:
         raise ValueError(f"probability must lie in [0, 1], got {probability}")
     entries = resolve_rain(rain)
@@ -697,6 +746,7 @@ def rainify_batch(
     applied = torch.rand(n, generator=generator, device=generator.device).to(device) < probability
     index = applied.nonzero().squeeze(1)
     if len(index) == 0:
+        _check_float_batch(clean)
         return clean.float().clone(), torch.zeros(n, 1, height, width, dtype=torch.float32, device=device)
     draw = draw_rain_params(entries, len(index), generator, device)
     layer = _draw_layers(draw, height, width, generator, device)
@@ -707,7 +757,7 @@ def rainify_batch(
     else:
         layers = torch.zeros(n, 1, height, width, dtype=torch.float32, device=device)
         layers[index] = layer
-    rainy = torch.addcmul(clean.float(), layers, weight.view(n, 1, 1, 1)).clamp_(0, 1)
+    rainy = _composite(clean, layers, weight)
     if any(e.extras for e in entries) and bool((draw.haze > 0).any()):
         haze = torch.zeros(n, 1, 1, 1, dtype=torch.float32, device=device)
         airlight = torch.ones(n, 1, 1, 1, dtype=torch.float32, device=device)
