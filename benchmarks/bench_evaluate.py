@@ -115,6 +115,16 @@ def peak_memory_child(params_path: Path, side: int, tile: int, overlap: int, dev
     }
 
 
+def latency_child(params_path: Path, tile: int, overlap: int, device: str, repeats: int, huge_pages: bool) -> float:
+    """`latency` at 1024² in a fresh process, with torch's huge-page allocation on or off (torch
+    reads THP_MEM_ALLOC_ENABLE once per process): the baseline for pipeline.runtime.fast_allocation."""
+    env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1" if huge_pages else "0"}
+    command = [sys.executable, __file__, "--params", str(params_path), "--device", device, "--child-latency",
+               str(repeats), "--tile", str(tile), "--overlap", str(overlap)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
 def peak_memory(params_path: Path, side: int, tile: int, overlap: int, device: str) -> dict:
     command = [sys.executable, __file__, "--params", str(params_path), "--device", device,
                "--child-peak", str(side), "--tile", str(tile), "--overlap", str(overlap)]  # fmt: skip
@@ -130,13 +140,20 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=None, help="tile edge (default: evaluate.tile)")
     parser.add_argument("--overlap", type=int, default=None, help="overlap (default: evaluate.overlap)")
     parser.add_argument("--child-peak", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-latency", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    from pipeline.runtime import fast_allocation
+
+    fast_allocation()  # as raincheck's CLI and served model do (a child may be told otherwise)
     import torch
 
     model, params = build_model(args.params, args.device)
     tile = args.tile or params.evaluate.tile
     overlap = params.evaluate.overlap if args.overlap is None else args.overlap
+    if args.child_latency:
+        print(latency(model, 1024, tile, overlap, args.device, args.child_latency))
+        return
     if args.child_peak:
         print(json.dumps(peak_memory_child(args.params, args.child_peak, tile, overlap, args.device)))
         return
@@ -155,6 +172,10 @@ def main() -> None:
     for sweep_tile in sorted({256, 512, 1024, tile}):
         results[f"latency_1024_tile{sweep_tile}_s"] = latency(model, 1024, sweep_tile, overlap, args.device, repeats)
         print(f"latency one 1024² image, tile {sweep_tile}: {results[f'latency_1024_tile{sweep_tile}_s']:.2f} s")
+    for huge_pages in (False, True):
+        key = f"latency_1024_tile{tile}_huge_pages_{'on' if huge_pages else 'off'}_s"
+        results[key] = latency_child(args.params, tile, overlap, args.device, repeats, huge_pages)
+        print(f"latency one 1024² image, tile {tile}, fresh process, huge pages {'on' if huge_pages else 'off'}: {results[key]:.2f} s")
     peak_side = 2048 if args.quick else 4096
     results["peak"] = peak_memory(args.params, peak_side, tile, overlap, args.device)
     peak = results["peak"]

@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("input", type=Path, help="image file or folder of images")
     predict.add_argument("output", type=Path, help="output file (for one image) or folder")
     predict.add_argument("--version", default=None, help="registered version or alias (default: champion)")
-    predict.add_argument("--tile", type=int, default=512, help="tile edge for large images (default: %(default)s)")
+    predict.add_argument("--tile", type=int, default=None, help="tile edge for large images (default: evaluate.tile of the params)")
     predict.set_defaults(handler=_cmd_predict)
 
     profile = sub.add_parser("profile", parents=[common], help="replace params.yaml with profiles/NAME.yaml (cpu, gpu, tiny)")
@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.runtime import fast_allocation
+
+    fast_allocation()  # before torch's first allocation (DVC stages call this CLI directly)
     args = build_parser().parse_args(argv)
     if getattr(args, "action", None) == "promote" and not args.version:
         print("error: `raincheck registry promote` needs a VERSION", file=sys.stderr)

@@ -181,3 +181,18 @@ def test_corrupt_foreign_and_mismatched_checkpoints(tmp_path: Path):
         load_derain_model(mismatched)
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         load_derain_model(tmp_path / "absent.pt")
+
+
+def test_quantizer_nearest_codes_in_chunks_equal_one_matrix():
+    from pipeline.models.vq import _NEAREST_CHUNK, VectorQuantizer
+
+    torch.manual_seed(0)
+    quantizer = VectorQuantizer(64, 8)
+    z = torch.nn.functional.normalize(torch.randn(2, 8, 50, 60), dim=1)  # 6000 latents: two chunks
+    assert 2 * 50 * 60 > _NEAREST_CHUNK
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 8)
+    expected = (flat @ quantizer.unit_codebook().t()).argmax(dim=1).view(2, 50, 60)
+    assert torch.equal(quantizer.nearest(z), expected)
+    with torch.no_grad():  # inference: no loss terms computed
+        assert float(quantizer(z).commitment_loss) == 0.0
+    assert float(quantizer(z).commitment_loss) > 0.0

@@ -19,6 +19,9 @@ from pipeline.models.registry import register_architecture, register_variant
 from pipeline.models.resnet import ResBlock, activation, conv3x3
 
 
+_NEAREST_CHUNK = 4096  # latents scored against the codebook at once (4096 x 1024 x 4 B = 16 MiB)
+
+
 class Quantized(NamedTuple):
     """Output of :class:`VectorQuantizer` for a latent grid z of shape (N, D, h, w)."""
 
@@ -49,19 +52,28 @@ class VectorQuantizer(nn.Module):
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """Code indices (N, h, w) int64 of the entries nearest to unit latents z (N, D, h, w)."""
         flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-        similarity = flat @ self.unit_codebook().to(flat.dtype).t()
-        return similarity.argmax(dim=1).view(z.shape[0], *z.shape[2:])
+        codebook = self.unit_codebook().to(flat.dtype).t()
+        codes = torch.empty(flat.shape[0], dtype=torch.long, device=flat.device)
+        # In chunks: a 1024² image has 262k latents, and their similarity to 1024 codes at once
+        # would be a 1 GiB matrix written to memory and read back; a chunk's stays in cache.
+        for start in range(0, flat.shape[0], _NEAREST_CHUNK):
+            codes[start : start + _NEAREST_CHUNK] = (flat[start : start + _NEAREST_CHUNK] @ codebook).argmax(dim=1)
+        return codes.view(z.shape[0], *z.shape[2:])
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """Unit codebook vectors (N, D, h, w) for code indices (N, h, w)."""
         return self.unit_codebook()[codes].permute(0, 3, 1, 2)
 
     def forward(self, z: torch.Tensor) -> Quantized:
-        """Quantize unit latents z (N, D, h, w) (see VQAutoencoder.encode)."""
+        """Quantize unit latents z (N, D, h, w) (see VQAutoencoder.encode). The two losses are
+        computed only where gradients are (training); at inference they are zeros."""
         codes = self.nearest(z.detach())
         quantized = self.lookup(codes)
-        codebook_loss = F.mse_loss(quantized, z.detach())
-        commitment_loss = F.mse_loss(z, quantized.detach())
+        if torch.is_grad_enabled():
+            codebook_loss = F.mse_loss(quantized, z.detach())
+            commitment_loss = F.mse_loss(z, quantized.detach())
+        else:
+            codebook_loss = commitment_loss = z.new_zeros(())
         # Straight-through: forward uses the codebook vector, backward passes the gradient to z.
         latent = z + (quantized - z).detach()
         return Quantized(latent, codes, codebook_loss, commitment_loss)

@@ -20,6 +20,7 @@ EXPERIMENT = "raincheck"
 CANDIDATE, CHAMPION, CURRENT = "candidate", "champion", "current"
 # What the served model needs; explicit so logging never runs a pip resolution (offline-safe).
 PIP_REQUIREMENTS = ["torch>=2.4", "timm>=1.0", "numpy>=2", "pillow", "pandas", "pydantic>=2", "pyyaml"]
+DIFFUSERS_REQUIREMENT = "diffusers>=0.30,<1"  # rebuilds a pretrained_autoencoder prior's architecture
 
 
 class RegistryError(RuntimeError):
@@ -98,6 +99,13 @@ def _numeric(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
 
 
+def pip_requirements(params: Params) -> list[str]:
+    """What the served models need: diffusers too when the prior is a pretrained diffusers autoencoder."""
+    if params.prior.model.type == "pretrained_autoencoder":
+        return [*PIP_REQUIREMENTS, DIFFUSERS_REQUIREMENT]
+    return list(PIP_REQUIREMENTS)
+
+
 def register_prior(client, params: Params, root: Path, tags: dict[str, str]) -> str:
     """Register the prior as its own model (idempotent on its checkpoint digest); returns its version."""
     import mlflow
@@ -123,7 +131,7 @@ def register_prior(client, params: Params, root: Path, tags: dict[str, str]) -> 
             artifacts={CHECKPOINT_ARTIFACT: str(prior_dir / "prior.pt")},
             code_paths=[str(Path(__file__).resolve().parents[1])],
             signature=signature(),
-            pip_requirements=PIP_REQUIREMENTS,
+            pip_requirements=pip_requirements(params),
         )
     version = mlflow.register_model(info.model_uri, params.register.prior_name, tags={**tags, "mlflow_run_id": run.info.run_id})
     client.set_registered_model_alias(params.register.prior_name, CURRENT, version.version)
@@ -159,11 +167,11 @@ def _log_derain_run(client, params: Params, root: Path, tags: dict[str, str], me
                 mlflow.log_artifact(str(path), artifact_path="reports")
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=DerainPyfunc(),
+            python_model=DerainPyfunc(tile=params.evaluate.tile, overlap=params.evaluate.overlap),
             artifacts={CHECKPOINT_ARTIFACT: str(root / paths.model / "model.pt")},
             code_paths=[str(Path(__file__).resolve().parents[1])],
             signature=signature(),
-            pip_requirements=PIP_REQUIREMENTS,
+            pip_requirements=pip_requirements(params),
         )
         return run.info.run_id, info.model_uri
 

@@ -17,8 +17,9 @@ def model_uri(params: Params, version: str | None) -> str:
     return f"models:/{name}/{version}" if str(version).isdigit() else f"models:/{name}@{version}"
 
 
-def predict_paths(params: Params, source: Path, target: Path, version: str | None = None, tile: int = 512) -> list[Path]:
-    """Derain `source` (an image or a folder of images) into `target`; returns written paths."""
+def predict_paths(params: Params, source: Path, target: Path, version: str | None = None, tile: int | None = None) -> list[Path]:
+    """Derain `source` (an image or a folder of images) into `target`; returns written paths.
+    Images larger than `tile` (default: evaluate.tile) are tiled with evaluate.overlap."""
     import mlflow
     from tqdm import tqdm
 
@@ -47,5 +48,6 @@ def predict_paths(params: Params, source: Path, target: Path, version: str | Non
         raise FileNotFoundError(f"{uri}: no model.pt checkpoint in the registered model")
     model = load_derain_model(checkpoint)
     for path, out in tqdm(list(zip(inputs, outputs)), desc="derain", unit="img"):
-        save_png(out, derain_array(model, read_image(path.read_bytes(), what=str(path)), tile=tile))
+        image = read_image(path.read_bytes(), what=str(path))
+        save_png(out, derain_array(model, image, tile=tile or params.evaluate.tile, overlap=params.evaluate.overlap))
     return outputs

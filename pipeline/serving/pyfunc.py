@@ -20,11 +20,14 @@ class DerainPyfunc(mlflow.pyfunc.PythonModel):
     # The I/O contract is the explicit string-column signature, not predict()'s type hints.
     _skip_type_hint_validation = True
 
-    def __init__(self, tile: int = 512, overlap: int = 32):
+    def __init__(self, tile: int = 1024, overlap: int = 32):
         self.tile = tile
         self.overlap = overlap
 
     def load_context(self, context) -> None:
+        from pipeline.runtime import fast_allocation
+
+        fast_allocation()  # the serving process is not started by raincheck: set it here
         from pipeline.models.factory import load_derain_model
 
         self.model = load_derain_model(context.artifacts[CHECKPOINT_ARTIFACT])
@@ -54,7 +57,7 @@ def signature():
 
 
 class PriorPyfunc(mlflow.pyfunc.PythonModel):
-    """The VQ content prior as a pyfunc: images in, their reconstructions (what the prior can draw) out."""
+    """The content prior as a pyfunc: images in, their reconstructions (what the prior can draw) out."""
 
     _skip_type_hint_validation = True
 
@@ -73,7 +76,7 @@ class PriorPyfunc(mlflow.pyfunc.PythonModel):
 
         if not isinstance(model_input, pd.DataFrame) or IMAGE_COLUMN not in model_input.columns:
             raise PayloadError(f"expected a DataFrame with an '{IMAGE_COLUMN}' column of base64 images")
-        stride = 2 ** self.prior.spec.downsample
+        stride = self.prior.stride
         outputs = []
         for text in model_input[IMAGE_COLUMN]:
             image = decode_image(text)
