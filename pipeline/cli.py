@@ -21,7 +21,7 @@ STEPS = {
     "ingest": ("pipeline.ingestion.ingest", "run_ingest", "build the raw background pool in data/ from the configured sources"),
     "curate": ("pipeline.curation.curate", "run_curate", "measure, dedupe, split and select background patches; run the data checks"),
     "synthesize": ("pipeline.synthesis.suites", "run_synthesize", "materialize the seen/unseen rain test suites with their rain masks"),
-    "prior": ("pipeline.training.prior", "run_prior", "pre-train the VQ autoencoder content prior on clean backgrounds"),
+    "prior": ("pipeline.training.prior", "run_prior", "pre-train the VQ autoencoder content prior on clean backgrounds (or measure and adopt your own)"),
     "train": ("pipeline.training.train", "run_train", "train the deraining network with on-the-fly rain through the prior"),
     "evaluate": ("pipeline.evaluation.evaluate", "run_evaluate", "masked evaluation on seen and unseen rain (rain region vs background)"),
 }

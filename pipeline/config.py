@@ -324,6 +324,24 @@ class VQAutoencoderSpec(Strict):
     res_blocks: int = Field(1, ge=0, le=16)  # residual blocks at the latent resolution, each side
 
 
+class PretrainedAutoencoderSpec(Strict):
+    """A user's own pre-trained autoencoder as the content prior (pipeline.models.pretrained_prior).
+
+    `path`: a local diffusers model directory as written by ``save_pretrained`` (config.json +
+    diffusion_pytorch_model.safetensors), absolute or relative to the workspace root; nothing is
+    ever downloaded. `kind` names the diffusers class that config.json must declare
+    (autoencoder_kl: AutoencoderKL, autoencoder_tiny: AutoencoderTiny). The prior stage does not
+    train it: it measures it and stores a self-contained copy in `{prior}/prior.pt`.
+    """
+
+    type: Literal["pretrained_autoencoder"]
+    path: str = Field(min_length=1)
+    kind: Literal["autoencoder_kl", "autoencoder_tiny"]
+
+
+PriorSpec = Annotated[Union[VQAutoencoderSpec, PretrainedAutoencoderSpec], Field(discriminator="type")]
+
+
 class ResNetSpec(Strict):
     """Plain baseline: ResNet without batch norm and with a global residual."""
 
@@ -362,7 +380,8 @@ DerainSpec = Annotated[Union[ResNetSpec, PriorResNetSpec, TimmUNetSpec], Field(d
 
 
 class Prior(Strict):
-    model: VQAutoencoderSpec
+    # The training keys below apply to vq_autoencoder; a pretrained_autoencoder is not trained.
+    model: PriorSpec
     iterations: int = Field(400, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0, lt=1)
@@ -533,7 +552,8 @@ class Params(Strict):
                 f"evaluate.suites names {unknown}, not defined under synthesize.suites "
                 f"(defined: {sorted(self.synthesize.suites)})"
             )
-        stride = 2**self.prior.model.downsample
+        # A pretrained autoencoder's stride is known once its config is read (the prior step checks it).
+        stride = 2**self.prior.model.downsample if self.prior.model.type == "vq_autoencoder" else 1
         if self.curate.patch_size % stride:
             raise ValueError(
                 f"curate.patch_size={self.curate.patch_size} must be divisible by "

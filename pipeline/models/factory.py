@@ -2,10 +2,13 @@
 
 Checkpoint files (written by pipeline.training, read with ``torch.load(weights_only=True)``):
 
-- prior.pt: ``{"format": "raincheck-prior/1", "spec": <VQAutoencoderSpec dict>, "state_dict": ...}``
+- prior.pt: ``{"format": "raincheck-prior/1", "spec": <prior spec dict>, "state_dict": ...}``; a
+  ``pretrained_autoencoder`` prior adds ``"config"`` (its diffusers config, which rebuilds the
+  architecture without the user's directory) and ``"source"`` (path and sha256 of that directory).
 - model.pt: ``{"format": "raincheck-derain/1", "spec": <spec dict>, "state_dict": <EMA weights>,
-  "prior_spec": <VQAutoencoderSpec dict> | None}``; the state dict holds the prior's weights too
-  when the architecture renders through the prior, so the file is self-contained.
+  "prior_spec": <prior spec dict> | None, "prior_config": <diffusers config> | None}``; the state
+  dict holds the prior's weights too when the architecture renders through the prior, so the file
+  is self-contained.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def parse_spec(spec: BaseModel | dict | str, **overrides: object) -> BaseModel:
 def create_model(spec: BaseModel | dict | str, **kwargs: object):
     """Build an untrained model (torch.nn.Module, train mode) from a spec.
 
-    Keyword arguments the builders take: ``prior`` (a loaded VQAutoencoder, for prior_resnet),
+    Keyword arguments the builders take: ``prior`` (a loaded prior, for prior_resnet),
     ``load_weights`` (timm_unet: load the spec's local weights file, default True), ``root``
     (directory that relative weight paths are under). Any other keyword overrides a spec field.
     """
@@ -97,12 +100,22 @@ def _load_weights(model, state_dict: dict, path: Path, what: str):
     return model
 
 
+def build_prior(spec: dict, config: dict | None = None):
+    """An untrained prior of a saved architecture: a VQAutoencoder from its spec, or a pretrained
+    diffusers autoencoder from its spec and the diffusers `config` stored with it (no file read)."""
+    if isinstance(spec, dict) and spec.get("type") == "pretrained_autoencoder":
+        from pipeline.models.pretrained_prior import prior_from_config
+
+        return prior_from_config(spec, config)
+    return create_model(spec)
+
+
 def load_prior(path: Path | str):
-    """The trained VQ prior in ``prior.pt``: a frozen VQAutoencoder in eval mode (on the CPU)."""
+    """The prior in ``prior.pt``: a frozen VQAutoencoder or PretrainedAutoencoderPrior in eval mode (CPU)."""
     path = Path(path)
     checkpoint = read_checkpoint(path, PRIOR_FORMAT)
     try:
-        prior = create_model(checkpoint["spec"])
+        prior = build_prior(checkpoint["spec"], checkpoint.get("config"))
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{path}: invalid prior spec: {error}") from None
     _load_weights(prior, checkpoint["state_dict"], path, "prior")
@@ -120,23 +133,33 @@ def load_derain_model(path: Path | str):
     prior = None
     try:
         if checkpoint.get("prior_spec") is not None:
-            prior = create_model(checkpoint["prior_spec"])
+            prior = build_prior(checkpoint["prior_spec"], checkpoint.get("prior_config"))
         model = create_model(checkpoint["spec"], prior=prior, load_weights=False)
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{path}: cannot rebuild the model it holds: {error}") from None
     return _load_weights(model, checkpoint["state_dict"], path, "model").eval()
 
 
-def prior_checkpoint(prior) -> dict:
-    """The dict saved as prior.pt for a VQAutoencoder."""
-    return {"format": PRIOR_FORMAT, "spec": prior.spec.model_dump(mode="json"), "state_dict": prior.state_dict()}
+def prior_checkpoint(prior, source: dict | None = None) -> dict:
+    """The dict saved as prior.pt (a pretrained autoencoder adds its diffusers config and `source`)."""
+    checkpoint = {"format": PRIOR_FORMAT, "spec": prior.spec.model_dump(mode="json"), "state_dict": prior.state_dict()}
+    config = getattr(prior, "diffusers_config", None)
+    if config is not None:
+        checkpoint["config"] = config
+    if source is not None:
+        checkpoint["source"] = source
+    return checkpoint
 
 
-def derain_checkpoint(spec: BaseModel, state_dict: dict, prior_spec: BaseModel | None) -> dict:
-    """The dict saved as model.pt (state_dict: the EMA weights, prior included when rendered through)."""
+def derain_checkpoint(
+    spec: BaseModel, state_dict: dict, prior_spec: BaseModel | None, prior_config: dict | None = None
+) -> dict:
+    """The dict saved as model.pt (state_dict: the EMA weights, prior included when rendered through;
+    prior_config: the diffusers config of a pretrained autoencoder prior)."""
     return {
         "format": DERAIN_FORMAT,
         "spec": spec.model_dump(mode="json"),
         "state_dict": state_dict,
         "prior_spec": prior_spec.model_dump(mode="json") if prior_spec is not None else None,
+        "prior_config": prior_config,
     }

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.config import Params, digest
+from pipeline.io import read_json
 
 
 def file_sha256(path: Path) -> str:
@@ -56,6 +57,12 @@ def lineage_tags(params: Params, root: Path, flow_run_id: str | None = None) -> 
     }
     if flow_run_id:
         tags["prefect_flow_run_id"] = flow_run_id
-    # Identity of a training configuration: same code + data + params => same registered version.
-    tags["lineage_key"] = digest({k: tags[k] for k in ("git_commit", "data_digest", "params_digest")})
+    identity = ["git_commit", "data_digest", "params_digest"]
+    prior_metrics = root / params.paths.prior / "metrics.json"  # a pretrained prior's origin is in it
+    origin = read_json(prior_metrics).get("source") if prior_metrics.is_file() else None
+    if params.prior.model.type == "pretrained_autoencoder" and origin:
+        tags.update(prior_source_path=str(origin["path"]), prior_source_sha256=str(origin["sha256"]))
+        identity.append("prior_source_sha256")  # new weights at the same path are a new lineage
+    # Identity of a training configuration: same code + data + params (+ outside prior) => same version.
+    tags["lineage_key"] = digest({k: tags[k] for k in identity})
     return tags

@@ -1,8 +1,14 @@
-"""`prior` step: pre-train the VQ autoencoder content prior on clean curated patches.
+"""`prior` step: pre-train the VQ autoencoder content prior on clean curated patches, or adopt the
+user's own pre-trained autoencoder (`prior.model.type: pretrained_autoencoder`).
 
 Reads `{curated}/patches_prior.npy` and `patches_val.npy`; writes `{prior}/prior.pt`,
 `metrics.json` (recon_psnr, codebook_usage, dead_codes, ...), `log.csv` and `recon.png`
-(docs/dataflow.md). Loss: L1 reconstruction + codebook + commitment_weight · commitment terms,
+(docs/dataflow.md). A pretrained autoencoder is not trained: it is measured on the validation
+patches (codebook measures: null, not applicable), stored self-contained in prior.pt (weights +
+diffusers config), with its origin under `source` in `metrics.json` (path, sha256 of the weights
+file and of config.json) for the lineage.
+
+VQ training loss: L1 reconstruction + codebook + commitment_weight · commitment terms,
 plus an optional hinge patch-discriminator term; Adam with a cosine decay of the learning rate.
 Codes left unused for `restart_every` steps are re-seeded with encoder outputs of the current
 batch (the first restart, at step 0, initialises the whole codebook from data), during the first
@@ -41,36 +47,44 @@ def reseed_unused_codes(quantizer, latents, usage, generator) -> int:
     return len(dead)
 
 
-def reconstruct(prior, patches: np.ndarray, device, batch_size: int = 64):
-    """Reconstructions of uint8 (N, P, P, 3) patches: float32 NCHW in (0, 1) and codes (N, h, w) int64."""
+def reconstruct(prior, patches: np.ndarray, device, batch_size: int = 64, show_progress: bool = False):
+    """Reconstructions of uint8 (N, P, P, 3) patches: float32 NCHW in [0, 1], and codes (N, h, w)
+    int64 (None for a prior without a codebook)."""
     import torch
+    from tqdm import tqdm
 
     from pipeline.training.data import to_tensor
     from pipeline.training.loop import to_device
 
     images, codes = [], []
+    starts = range(0, len(patches), batch_size)
     with torch.inference_mode():
-        for start in range(0, len(patches), batch_size):
-            recon, quantized = prior(to_device(to_tensor(patches[start : start + batch_size]), device))
+        for start in tqdm(starts, desc="prior: reconstruct", unit="batch", disable=not show_progress):
+            recon, encoded = prior(to_device(to_tensor(patches[start : start + batch_size]), device))
             images.append(recon.float().cpu())
-            codes.append(quantized.codes.cpu())
-    return torch.cat(images), torch.cat(codes)
+            if prior.quantizer is not None:
+                codes.append(encoded.codes.cpu())
+    return torch.cat(images), (torch.cat(codes) if codes else None)
 
 
-def prior_scores(prior, patches: np.ndarray, device) -> dict[str, float]:
+def prior_scores(prior, patches: np.ndarray, device, show_progress: bool = False) -> dict[str, float | None]:
     """recon_psnr (mean per-patch PSNR, dB), codebook_usage (fraction of codes used), dead_codes,
-    perplexity (exp of the code entropy: the effective number of codes)."""
+    perplexity (exp of the code entropy: the effective number of codes). The codebook measures are
+    None (not applicable) for a prior without a codebook."""
     import torch
 
     from pipeline.training.data import to_tensor
     from pipeline.training.loop import batch_psnr
 
-    recon, codes = reconstruct(prior, patches, device)
+    recon, codes = reconstruct(prior, patches, device, show_progress=show_progress)
+    recon_psnr = float(batch_psnr(recon, to_tensor(np.asarray(patches))).mean())
+    if codes is None:
+        return {"recon_psnr": recon_psnr, "codebook_usage": None, "dead_codes": None, "perplexity": None}
     counts = torch.bincount(codes.flatten(), minlength=prior.quantizer.size).double()
     probabilities = counts[counts > 0] / counts.sum()
     entropy = -(probabilities * probabilities.log()).sum()
     return {
-        "recon_psnr": float(batch_psnr(recon, to_tensor(np.asarray(patches))).mean()),
+        "recon_psnr": recon_psnr,
         "codebook_usage": float((counts > 0).double().mean()),
         "dead_codes": int((counts == 0).sum()),
         "perplexity": float(entropy.exp()),
@@ -86,11 +100,49 @@ def recon_sheet(originals: np.ndarray, recon) -> np.ndarray:
 
 
 def run_prior(params: Params, root: Path, show_progress: bool = True) -> dict:
-    """Train the prior described by `params.prior` and write `{prior}/` (see the module docstring)."""
+    """Train (or, for a pretrained autoencoder, measure) the prior described by `params.prior` and
+    write `{prior}/` (see the module docstring)."""
     from pipeline.training.loop import torch_settings
 
     with torch_settings(params.prior.threads):
+        if params.prior.model.type == "pretrained_autoencoder":
+            return _adopt_pretrained_prior(params, Path(root), show_progress)
         return _train_prior(params, Path(root), show_progress)
+
+
+def _adopt_pretrained_prior(params: Params, root: Path, show_progress: bool) -> dict:
+    """Measure the user's autoencoder on the validation patches and store it in `{prior}/` (no training)."""
+    import time
+
+    import torch
+
+    from pipeline.io import atomic_path, save_png, write_csv, write_json
+    from pipeline.models.factory import prior_checkpoint
+    from pipeline.models.pretrained_prior import CONFIG_FILE, WEIGHTS_FILE, load_pretrained_prior, model_directory
+    from pipeline.training.checkpoint import file_digest
+    from pipeline.training.data import load_patches
+    from pipeline.training.loop import select_device
+
+    began = time.perf_counter()
+    spec = params.prior.model
+    curated, out_dir = root / params.paths.curated, root / params.paths.prior
+    directory = model_directory(spec, root)
+    source = {"path": str(directory.resolve()), "kind": spec.kind, "sha256": file_digest(directory / WEIGHTS_FILE),
+              "config_sha256": file_digest(directory / CONFIG_FILE)}
+    prior = load_pretrained_prior(spec, root)
+    val_patches = load_patches(curated / "patches_val.npy", prior.stride)
+    device = select_device()
+    prior.to(device, memory_format=torch.channels_last)
+    metrics = {**prior_scores(prior, val_patches, device, show_progress), "val_patches": len(val_patches), "iterations": 0,
+               "parameters": sum(p.numel() for p in prior.parameters()), "seconds": round(time.perf_counter() - began, 2)}
+    sample = val_patches[np.linspace(0, len(val_patches) - 1, min(8, len(val_patches))).round().astype(int)]
+    save_png(out_dir / "recon.png", recon_sheet(sample, reconstruct(prior, sample, device)[0]))
+    with atomic_path(out_dir / "prior.pt") as tmp:
+        torch.save(prior_checkpoint(prior.cpu(), source), tmp)
+    write_csv(out_dir / "log.csv", [{"step": 0, "val_recon_psnr": metrics["recon_psnr"]}])
+    write_json(out_dir / "metrics.json", {**metrics, "source": source})  # a tracked output: lineage reads it
+    (out_dir / "checkpoint.pt").unlink(missing_ok=True)  # a VQ training's resume state no longer applies
+    return {"prior": str(out_dir / "prior.pt"), "device": str(device), "source": source["path"], **metrics}
 
 
 def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:

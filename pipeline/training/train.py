@@ -198,7 +198,8 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
     out_dir = root / paths.model
     weights = {k: v.detach().cpu() for k, v in ema.module.state_dict().items()}
     with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save(derain_checkpoint(cfg.model, weights, prior.spec if prior is not None else None), tmp)
+        torch.save(derain_checkpoint(cfg.model, weights, prior.spec if prior is not None else None,
+                                     getattr(prior, "diffusers_config", None)), tmp)
     write_csv(out_dir / "log.csv", rows)
     write_json(out_dir / "metrics.json", metrics)
     checkpoint_path.unlink(missing_ok=True)  # the run finished: nothing left to resume
