@@ -20,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     retrain = sub.add_parser("retrain", parents=[common], help="the whole pipeline once: pool, DVC stages, registration, push")
     retrain.add_argument("--refresh-pool", action="store_true", help="re-ingest the pool even if data/ exists")
+    retrain.add_argument("--force", action="store_true", help="re-run every DVC stage even if nothing changed (`dvc repro --force` per stage, no run cache)")
     serve = sub.add_parser("serve", parents=[common], help="start a Prefect server on 127.0.0.1 (unless PREFECT_API_URL is set) and serve the scheduled deployments in the background")
     serve.add_argument("--port", type=int, default=4200, help="Prefect server port (default: %(default)s)")
     sub.add_parser("serve-foreground", parents=[common], help="serve the deployments in this process (blocks)")
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "retrain":
         from flows.retrain import main as retrain_main
 
-        return retrain_main(root, args.params, args.refresh_pool)
+        return retrain_main(root, args.params, args.refresh_pool, args.force)
     if args.command == "serve":
         from flows.server import start_server, start_serving
 

@@ -4,7 +4,7 @@ DVC stays the executor of record (cache, dvc.lock, skipping unchanged stages): e
 Prefect task that runs `dvc repro <stage>`. Prefect adds run history, retries on the steps that
 can fail transiently (registry calls, push), artifacts, notifications and schedules.
 
-Run it: `make run` (or `python -m flows retrain [--root DIR] [--refresh-pool]`).
+Run it: `make run` (or `python -m flows retrain [--root DIR] [--refresh-pool] [--force]`).
 """
 
 from __future__ import annotations
@@ -62,10 +62,18 @@ def refresh_pool(root: Path, params_file: str, refresh: bool) -> dict:
     return pool_change(before, pool_snapshot(pool))
 
 
+def stage_command(stage: str, force: bool = False) -> list[str]:
+    """The DVC command for one stage. Forced: `dvc repro --force --single-item <stage>`, which runs
+    the stage whatever changed (and without restoring it from DVC's run cache) but not its upstream
+    stages: the flow already runs them, in order, as their own tasks."""
+    return _dvc("repro", "--force", "--single-item", stage) if force else _dvc("repro", stage)
+
+
 @task(name="stage")
-def run_stage(root: Path, stage: str) -> bool:
-    """`dvc repro <stage>`: runs the stage only if its deps, params or code changed; True if it ran."""
-    output = run_logged(_dvc("repro", stage), root, stage)
+def run_stage(root: Path, stage: str, force: bool = False) -> bool:
+    """`dvc repro <stage>`: runs the stage only if its deps, params or code changed (always when
+    `force`); True if it ran."""
+    output = run_logged(stage_command(stage, force), root, stage)
     return f"Running stage '{stage}'" in output
 
 
@@ -97,8 +105,12 @@ def _notify_failure(flow, flow_run, state) -> None:
 
 
 @flow(name="retrain", log_prints=True, on_failure=[_notify_failure])
-def retrain(root: str = ".", params_file: str = "params.yaml", refresh_pool_first: bool = False, commit_results: bool = False) -> dict:
-    """The whole pipeline in one workspace; returns the metrics, the registration and what ran."""
+def retrain(root: str = ".", params_file: str = "params.yaml", refresh_pool_first: bool = False, commit_results: bool = False,
+            force: bool = False) -> dict:
+    """The whole pipeline in one workspace; returns the metrics, the registration and what ran.
+
+    `force` re-runs every stage even when DVC would skip it (e.g. to time a full run).
+    """
     from prefect.runtime import flow_run
 
     from pipeline.config import load_params
@@ -110,7 +122,7 @@ def retrain(root: str = ".", params_file: str = "params.yaml", refresh_pool_firs
     params = load_params(workspace / params_file)
     with workspace_lock(workspace):
         data_change = refresh_pool(workspace, params_file, refresh_pool_first)
-        ran = [stage for stage in STAGES if run_stage.with_options(name=stage)(workspace, stage)]
+        ran = [stage for stage in STAGES if run_stage.with_options(name=stage)(workspace, stage, force)]
         metrics = read_json(workspace / params.paths.evaluation / "metrics.json")
         registration = register(workspace, params_file, str(flow_run.id) if flow_run.id else None)
         push(workspace)
@@ -126,11 +138,11 @@ def retrain(root: str = ".", params_file: str = "params.yaml", refresh_pool_firs
     return result
 
 
-def main(root: Path, params_file: str = "params.yaml", refresh: bool = False) -> int:
+def main(root: Path, params_file: str = "params.yaml", refresh: bool = False, force: bool = False) -> int:
     """Run the flow in `root` and print the summary (the environment is set by flows.__main__)."""
     from pipeline.workspace import prepare_workspace, print_summary
 
     prepare_workspace(root)
-    result = retrain(str(root), params_file, refresh)
+    result = retrain(str(root), params_file, refresh, force=force)
     print_summary(root, params_file, result)
     return 0
