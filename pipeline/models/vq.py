@@ -19,7 +19,7 @@ from pipeline.models.registry import register_architecture, register_variant
 from pipeline.models.resnet import ResBlock, activation, conv3x3
 
 
-_NEAREST_CHUNK = 4096  # latents scored against the codebook at once (4096 x 1024 x 4 B = 16 MiB)
+_NEAREST_CHUNK = 4096  # latents scored against the codebook at once (4096 x 1024 codes x 4 B = 16 MiB)
 
 
 class Quantized(NamedTuple):
@@ -49,15 +49,19 @@ class VectorQuantizer(nn.Module):
     def unit_codebook(self) -> torch.Tensor:
         return F.normalize(self.codebook, dim=1)
 
+    @torch.no_grad()  # integer codes: nothing to differentiate
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """Code indices (N, h, w) int64 of the entries nearest to unit latents z (N, D, h, w)."""
         flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
         codebook = self.unit_codebook().to(flat.dtype).t()
         codes = torch.empty(flat.shape[0], dtype=torch.long, device=flat.device)
-        # In chunks: a 1024² image has 262k latents, and their similarity to 1024 codes at once
-        # would be a 1 GiB matrix written to memory and read back; a chunk's stays in cache.
+        # In chunks, into one reused buffer: a 1024² image has 262k latents, and their similarity
+        # to every code at once would be a matrix of up to 1 GiB, written to fresh memory and read back.
+        similarity = flat.new_empty(min(_NEAREST_CHUNK, flat.shape[0]), codebook.shape[1])
         for start in range(0, flat.shape[0], _NEAREST_CHUNK):
-            codes[start : start + _NEAREST_CHUNK] = (flat[start : start + _NEAREST_CHUNK] @ codebook).argmax(dim=1)
+            chunk = flat[start : start + _NEAREST_CHUNK]
+            scores = torch.mm(chunk, codebook, out=similarity[: chunk.shape[0]])
+            codes[start : start + chunk.shape[0]] = scores.argmax(dim=1)
         return codes.view(z.shape[0], *z.shape[2:])
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
