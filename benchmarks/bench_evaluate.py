@@ -159,7 +159,7 @@ def main() -> None:
         return
 
     batch_size = params.evaluate.batch_size
-    repeats = 1 if args.quick else 3
+    repeats = 1 if args.quick else 5
     parameters = sum(p.numel() for p in model.parameters())
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {args.device}")  # fmt: skip

@@ -4,6 +4,7 @@
     python benchmarks/bench_flow.py --quick     # tiny profile, 1 round
     python benchmarks/bench_flow.py --full      # tiny, then the default profile (params.yaml) once
                                                 # (two full runs: about 12 minutes more)
+    python benchmarks/bench_flow.py --rounds 0 --default-rounds 2   # the default profile only, twice
     python benchmarks/bench_flow.py --json FILE # also keep the numbers
 
 Per profile, in a throwaway workspace (a git repository with a copy of the project code, the
@@ -248,18 +249,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny profile, one round")
     parser.add_argument("--full", action="store_true", help="also the default profile (params.yaml), one round")
+    parser.add_argument("--default-rounds", type=int, default=None,
+                        help="rounds on the default profile (default: 1 with --full, else 0); 0 tiny rounds with --rounds 0")
     parser.add_argument("--rounds", type=int, default=None, help="rounds on the tiny profile (default: 3, --quick: 1)")
     parser.add_argument("--keep", action="store_true", help="keep the throwaway workspaces (their path is printed)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
-    rounds = args.rounds or (1 if args.quick else 3)
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
 
     base = Path(tempfile.mkdtemp(prefix="raincheck-bench-flow-"))
     load_before = os.getloadavg()[0]
     try:
-        results = [measure("tiny", rounds, base)]
-        if args.full:
-            results.append(measure("default", 1, base))
+        default_rounds = args.default_rounds if args.default_rounds is not None else (1 if args.full else 0)
+        results = [measure("tiny", rounds, base)] if rounds else []
+        if default_rounds:
+            results.append(measure("default", default_rounds, base))
     finally:
         if args.keep:
             print(f"[bench_flow] workspaces kept in {base}", file=sys.stderr)

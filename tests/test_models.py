@@ -196,3 +196,23 @@ def test_quantizer_nearest_codes_in_chunks_equal_one_matrix():
     with torch.no_grad():  # inference: no loss terms computed
         assert float(quantizer(z).commitment_loss) == 0.0
     assert float(quantizer(z).commitment_loss) > 0.0
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_replicate_pad_and_conv_equal_torchs(channels_last):
+    import torch.nn.functional as F
+
+    from pipeline.models.resnet import conv3x3, replicate_pad1
+
+    torch.manual_seed(1)
+    x = torch.rand(2, 5, 7, 9)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    padded = replicate_pad1(x)
+    assert torch.equal(padded, F.pad(x, (1, 1, 1, 1), mode="replicate"))
+    assert padded.is_contiguous(memory_format=torch.channels_last) == channels_last
+    for stride in (1, 2):
+        conv = conv3x3(5, 4, stride=stride)
+        with torch.no_grad():
+            fast = conv(x)  # inference: replicate_pad1
+        assert torch.allclose(fast, conv(x), atol=1e-6)  # with gradients: torch's own pad
