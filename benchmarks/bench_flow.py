@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.runtime import project_environment  # noqa: E402
-from tests.workspaces import PROJECT_FILES, child_env  # noqa: E402  (no pytest: plain helpers)
+from tests.workspaces import child_env, copy_project  # noqa: E402  (no pytest: plain helpers)
 
 PROFILES = {"tiny": ROOT / "profiles" / "tiny.yaml", "default": ROOT / "params.yaml"}
 STAGES = ("curate", "synthesize", "prior", "train", "evaluate")
@@ -97,12 +97,7 @@ def build_workspace(base: Path, profile: str) -> tuple[Path, dict]:
 
     workspace = base / "ws"
     workspace.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, workspace / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, workspace / name)
+    copy_project(workspace)
     params = yaml.safe_load(PROFILES[profile].read_text())
     if profile == "tiny":
         write_photos(base / "photos", 10, params["seed"])

@@ -48,17 +48,22 @@ def write_photos(folder: Path, count: int, seed: int = 7, size: tuple[int, int] 
         Image.fromarray(textured_photo(rng, *size)).save(folder / f"p{seed}_{i:02d}.png")
 
 
-def make_workspace(base: Path, photo_count: int = 10) -> tuple[Path, dict, dict]:
-    """(workspace, child env, params dict) with everything committed to git."""
-    workspace, photos, remote = base / "ws", base / "photos", base / "remote"
-    workspace.mkdir(parents=True)
-    write_photos(photos, photo_count)
+def copy_project(workspace: Path) -> None:
+    """Copy the project's code and config (PROJECT_FILES, no caches) into an existing directory."""
     for name in PROJECT_FILES:
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, workspace / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, workspace / name)
+
+
+def make_workspace(base: Path, photo_count: int = 10) -> tuple[Path, dict, dict]:
+    """(workspace, child env, params dict) with everything committed to git."""
+    workspace, photos, remote = base / "ws", base / "photos", base / "remote"
+    workspace.mkdir(parents=True)
+    write_photos(photos, photo_count)
+    copy_project(workspace)
     params = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
     params["ingest"]["sources"] = [{"type": "folder", "path": str(photos), "licence": "test images"}]
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
