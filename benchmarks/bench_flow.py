@@ -5,6 +5,7 @@
     python benchmarks/bench_flow.py --full      # tiny, then the default profile (params.yaml) once
                                                 # (two full runs: about 12 minutes more)
     python benchmarks/bench_flow.py --rounds 0 --default-rounds 2   # the default profile only, twice
+    python benchmarks/bench_flow.py --rounds 0 --served 2   # the scheduled path: `flows serve` + triggered runs
     python benchmarks/bench_flow.py --json FILE # also keep the numbers
 
 Per profile, in a throwaway workspace (a git repository with a copy of the project code, the
@@ -207,6 +208,54 @@ def measure(profile: str, rounds: int, base: Path) -> dict:
     return results
 
 
+TRIGGER = """
+import json, sys, time
+from prefect.deployments import run_deployment
+began = time.perf_counter()
+run = run_deployment("retrain/scheduled-retrain", parameters=json.loads(sys.argv[1]), timeout=3600)
+print(json.dumps({"seconds": time.perf_counter() - began, "state": run.state.type.value}))
+"""
+
+
+def measure_served(profile: str, rounds: int, base: Path) -> dict:
+    """The scheduled path: `python -m flows serve` (a Prefect server on loopback and the serving
+    process), then rounds of (repro --force, a triggered deployment run with force=True and no pool
+    refresh), alternating which goes first. A triggered run's time is measured around
+    `run_deployment` (from the trigger to the run's final state), so it includes the serving
+    process starting the flow run but neither server start-up nor the trigger's own imports."""
+    workspace, env = build_workspace(base / f"{profile}-served", profile)
+    repro_env = project_environment(workspace, dict(env))
+    port = 4300 + os.getpid() % 500
+    run([sys.executable, "-m", "flows", "serve", "--root", str(workspace), "--port", str(port)], workspace, env)
+    api_env = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    repro = [sys.executable, "-m", "dvc", "repro", "--force"]
+    results: dict = {"profile": f"{profile}, served", "rounds": []}
+    try:
+        for index in range(rounds):
+            pair = {}
+            order = ("repro", "flow") if index % 2 == 0 else ("flow", "repro")
+            for what in order:
+                if what == "repro":
+                    pair["repro"] = timed("dvc repro --force", repro, workspace, repro_env)
+                    continue
+                print("[bench_flow] triggered deployment run, force", file=sys.stderr, flush=True)
+                parameters = json.dumps({"force": True, "refresh_pool_first": False})
+                out = json.loads(run([sys.executable, "-c", TRIGGER, parameters], workspace, api_env).strip().splitlines()[-1])
+                if out["state"] != "COMPLETED":
+                    raise RuntimeError(f"the triggered run ended {out['state']}")
+                pair["flow"] = {"name": "triggered run", "seconds": out["seconds"], "stages_run": 5}
+            pair["first"] = order[0]
+            pair["overhead_s"] = pair["flow"]["seconds"] - pair["repro"]["seconds"]
+            pair["overhead_fraction"] = pair["overhead_s"] / pair["repro"]["seconds"]
+            results["rounds"].append(pair)
+        print("[bench_flow] triggered deployment run, no change", file=sys.stderr, flush=True)
+        out = json.loads(run([sys.executable, "-c", TRIGGER, json.dumps({"refresh_pool_first": False})], workspace, api_env).strip().splitlines()[-1])
+        results["no_change"] = [{"name": "triggered run, no change", "seconds": out["seconds"], "stages_run": 0}]
+    finally:
+        run([sys.executable, "-m", "flows", "stop", "--root", str(workspace)], workspace, env)
+    return results
+
+
 def print_report(results: list[dict]) -> None:
     print("| profile | round (first) | dvc repro --force s | flow --force s | overhead s | overhead % | stages run (repro, flow) |")
     print("|---|---|---|---|---|---|---|")
@@ -229,8 +278,10 @@ def print_report(results: list[dict]) -> None:
         for row in result["no_change"]:
             print(f"| {result['profile']} | {row['name']} | {row['seconds']:.1f} | {row['stages_run']} |")
 
+    if not any("parts" in row for r in results for row in [*(p["flow"] for p in r["rounds"]), *r["no_change"]]):
+        return  # triggered runs only: their parts live in the serving process's run record
     print("\nWhere a flow's time goes (s; from the Prefect run record):\n")
-    runs = [(f"{r['profile']} forced {i}", pair["flow"]) for r in results for i, pair in enumerate(r["rounds"], 1)]
+    runs = [(f"{r['profile']} forced {i}", pair["flow"]) for r in results for i, pair in enumerate(r["rounds"], 1) if "parts" in pair["flow"]]
     runs += [(f"{r['profile']} {row['name'].removeprefix('flow, ')}", row) for r in results for row in r["no_change"] if "parts" in row]
     print("| part | " + " | ".join(label for label, _ in runs) + " |")
     print("|---|" + "---|" * len(runs))
@@ -247,6 +298,8 @@ def main() -> int:
     parser.add_argument("--default-rounds", type=int, default=None,
                         help="rounds on the default profile (default: 1 with --full, else 0); 0 tiny rounds with --rounds 0")
     parser.add_argument("--rounds", type=int, default=None, help="rounds on the tiny profile (default: 3, --quick: 1)")
+    parser.add_argument("--served", type=int, default=0, metavar="ROUNDS",
+                        help="also the scheduled path on the default profile: `flows serve`, then ROUNDS triggered runs")
     parser.add_argument("--keep", action="store_true", help="keep the throwaway workspaces (their path is printed)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
@@ -259,6 +312,8 @@ def main() -> int:
         results = [measure("tiny", rounds, base)] if rounds else []
         if default_rounds:
             results.append(measure("default", default_rounds, base))
+        if args.served:
+            results.append(measure_served("default", args.served, base))
     finally:
         if args.keep:
             print(f"[bench_flow] workspaces kept in {base}", file=sys.stderr)
