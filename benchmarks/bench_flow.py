@@ -176,26 +176,33 @@ def flow_breakdown(workspace: Path, run: dict) -> dict:
     return parts
 
 
+def alternating_rounds(rounds: int, run_repro, run_flow) -> list[dict]:
+    """`rounds` pairs of (repro, flow) timings (each a dict with "seconds"), alternating which runs
+    first, with the flow's overhead over the repro in seconds and as a fraction."""
+    pairs = []
+    for index in range(rounds):
+        order = ("repro", "flow") if index % 2 == 0 else ("flow", "repro")
+        pair = {what: (run_repro if what == "repro" else run_flow)() for what in order}
+        pair["first"] = order[0]
+        pair["overhead_s"] = pair["flow"]["seconds"] - pair["repro"]["seconds"]
+        pair["overhead_fraction"] = pair["overhead_s"] / pair["repro"]["seconds"]
+        pairs.append(pair)
+    return pairs
+
+
 def measure(profile: str, rounds: int, base: Path) -> dict:
     """Rounds of (repro --force, flow --force), alternating which goes first, then the no-change runs."""
     workspace, env = build_workspace(base / profile, profile)
     repro_env = project_environment(workspace, dict(env))  # what the flow's processes see
     flow = [sys.executable, "-m", "flows", "retrain", "--root", str(workspace)]
     repro = [sys.executable, "-m", "dvc", "repro", "--force"]
-    results: dict = {"profile": profile, "rounds": []}
-    for index in range(rounds):
-        pair = {}
-        order = ("repro", "flow") if index % 2 == 0 else ("flow", "repro")
-        for what in order:
-            if what == "repro":
-                pair["repro"] = timed("dvc repro --force", repro, workspace, repro_env)
-            else:
-                pair["flow"] = timed("flow --force", [*flow, "--force"], workspace, env)
-                pair["flow"]["parts"] = flow_breakdown(workspace, pair["flow"])
-        pair["first"] = order[0]
-        pair["overhead_s"] = pair["flow"]["seconds"] - pair["repro"]["seconds"]
-        pair["overhead_fraction"] = pair["overhead_s"] / pair["repro"]["seconds"]
-        results["rounds"].append(pair)
+    def forced_flow() -> dict:
+        row = timed("flow --force", [*flow, "--force"], workspace, env)
+        row["parts"] = flow_breakdown(workspace, row)
+        return row
+
+    results: dict = {"profile": profile, "rounds": alternating_rounds(
+        rounds, lambda: timed("dvc repro --force", repro, workspace, repro_env), forced_flow)}
     no_change = {"flow, no change": flow}
     if profile == "tiny":  # the scheduled deployment re-ingests first (schedule.refresh_pool)
         no_change["flow, no change, --refresh-pool"] = [*flow, "--refresh-pool"]
@@ -229,28 +236,19 @@ def measure_served(profile: str, rounds: int, base: Path) -> dict:
     run([sys.executable, "-m", "flows", "serve", "--root", str(workspace), "--port", str(port)], workspace, env)
     api_env = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
     repro = [sys.executable, "-m", "dvc", "repro", "--force"]
-    results: dict = {"profile": f"{profile}, served", "rounds": []}
+    def triggered(name: str, parameters: dict, stages: int) -> dict:
+        print(f"[bench_flow] triggered deployment run, {name}", file=sys.stderr, flush=True)
+        out = json.loads(run([sys.executable, "-c", TRIGGER, json.dumps(parameters)], workspace, api_env).strip().splitlines()[-1])
+        if out["state"] != "COMPLETED":
+            raise RuntimeError(f"the triggered run ended {out['state']}")
+        return {"name": f"triggered run, {name}", "seconds": out["seconds"], "stages_run": stages}
+
+    results: dict = {"profile": f"{profile}, served"}
     try:
-        for index in range(rounds):
-            pair = {}
-            order = ("repro", "flow") if index % 2 == 0 else ("flow", "repro")
-            for what in order:
-                if what == "repro":
-                    pair["repro"] = timed("dvc repro --force", repro, workspace, repro_env)
-                    continue
-                print("[bench_flow] triggered deployment run, force", file=sys.stderr, flush=True)
-                parameters = json.dumps({"force": True, "refresh_pool_first": False})
-                out = json.loads(run([sys.executable, "-c", TRIGGER, parameters], workspace, api_env).strip().splitlines()[-1])
-                if out["state"] != "COMPLETED":
-                    raise RuntimeError(f"the triggered run ended {out['state']}")
-                pair["flow"] = {"name": "triggered run", "seconds": out["seconds"], "stages_run": 5}
-            pair["first"] = order[0]
-            pair["overhead_s"] = pair["flow"]["seconds"] - pair["repro"]["seconds"]
-            pair["overhead_fraction"] = pair["overhead_s"] / pair["repro"]["seconds"]
-            results["rounds"].append(pair)
-        print("[bench_flow] triggered deployment run, no change", file=sys.stderr, flush=True)
-        out = json.loads(run([sys.executable, "-c", TRIGGER, json.dumps({"refresh_pool_first": False})], workspace, api_env).strip().splitlines()[-1])
-        results["no_change"] = [{"name": "triggered run, no change", "seconds": out["seconds"], "stages_run": 0}]
+        results["rounds"] = alternating_rounds(
+            rounds, lambda: timed("dvc repro --force", repro, workspace, repro_env),
+            lambda: triggered("forced", {"force": True, "refresh_pool_first": False}, len(STAGES)))
+        results["no_change"] = [triggered("no change", {"refresh_pool_first": False}, 0)]
     finally:
         run([sys.executable, "-m", "flows", "stop", "--root", str(workspace)], workspace, env)
     return results

@@ -29,6 +29,7 @@ from torch import nn
 
 from pipeline.config import ParamsError, PretrainedAutoencoderSpec
 from pipeline.models.resnet import ResBlock
+from pipeline.models.vq import check_prior_input
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
@@ -118,11 +119,7 @@ class PretrainedAutoencoderPrior(nn.Module):
         self.eval().requires_grad_(False)
 
     def check_shape(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != 3 or x.shape[-2] % self.stride or x.shape[-1] % self.stride:
-            raise ValueError(
-                f"the prior takes float32 NCHW with 3 channels and sides divisible by {self.stride} "
-                f"(the {CLASS_NAMES[self.spec.kind]}'s downsampling), got shape {tuple(x.shape)}"
-            )
+        check_prior_input(x, self.stride, f"the {CLASS_NAMES[self.spec.kind]}'s downsampling")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [0, 1] -> latent (N, D, H/s, W/s), shifted and scaled (unit-variance-like)."""

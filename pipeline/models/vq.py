@@ -83,6 +83,15 @@ class VectorQuantizer(nn.Module):
         return Quantized(latent, codes, codebook_loss, commitment_loss)
 
 
+def check_prior_input(x: torch.Tensor, stride: int, why: str) -> None:
+    """Every prior takes NCHW with 3 channels and sides divisible by its `stride` (`why`: where
+    the stride comes from, for the message); ValueError otherwise."""
+    if x.ndim != 4 or x.shape[1] != 3 or x.shape[-2] % stride or x.shape[-1] % stride:
+        raise ValueError(
+            f"the prior takes float32 NCHW with 3 channels and sides divisible by {stride} ({why}), got shape {tuple(x.shape)}"
+        )
+
+
 def widths(channels: int, downsample: int) -> list[int]:
     """Width at each resolution level: `channels` at full size, doubling at every ×2 downsample."""
     return [channels * 2**level for level in range(downsample + 1)]
@@ -136,11 +145,7 @@ class VQAutoencoder(nn.Module):
         self.decoder = Decoder(spec.channels, spec.latent_dim, spec.downsample, spec.res_blocks)
 
     def check_shape(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != 3 or x.shape[-2] % self.stride or x.shape[-1] % self.stride:
-            raise ValueError(
-                f"the prior takes float32 NCHW with 3 channels and sides divisible by {self.stride} "
-                f"(2**downsample), got shape {tuple(x.shape)}"
-            )
+        check_prior_input(x, self.stride, "2**downsample")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [0, 1] -> continuous latent (N, D, H/s, W/s), unit vectors along D."""
