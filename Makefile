@@ -9,11 +9,12 @@ STAMP := $(VENV)/.raincheck-installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test venv bench serve stop study help
+.PHONY: run test venv repro bench serve stop study help
 
 help:
 	@echo "make run    - whole pipeline on the default pool: fetch photos, curate, synthesize, train, evaluate, register"
 	@echo "make test   - the test suite"
+	@echo "make repro  - the DVC stages alone, without Prefect (dvc repro with the venv on PATH)"
 	@echo "make bench  - performance benchmarks (benchmarks/)"
 	@echo "make venv   - only create/update the virtual environment ($(VENV))"
 
@@ -31,6 +32,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Stage commands in dvc.yaml call `python`: it must be the venv's, hence PATH above.
+repro: $(STAMP)
+	DVC_NO_ANALYTICS=1 $(PY) -m dvc repro $(ARGS)
 
 bench: $(STAMP)
 	@test -f requirements-bench.txt && $(PY) -m pip install -q -r requirements-bench.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
