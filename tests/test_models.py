@@ -216,3 +216,25 @@ def test_fast_replicate_pad_and_conv_equal_torchs(channels_last):
         with torch.no_grad():
             fast = conv(x)  # inference: replicate_pad1
         assert torch.allclose(fast, conv(x), atol=1e-6)  # with gradients: torch's own pad
+
+
+def test_codebook_gradient_is_the_same_on_every_run():
+    # Same data and params must give the same prior: the codebook lookup's backward has to add
+    # its contributions in a fixed order, even with several CPU threads.
+    from pipeline.models.vq import VectorQuantizer
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        quantizer = VectorQuantizer(256, 32)
+        codes = torch.randint(0, 256, (16, 32, 32))
+        upstream = torch.randn(16, 32, 32, 32)
+        grads = []
+        for _ in range(5):
+            quantizer.zero_grad()
+            (quantizer.lookup(codes) * upstream).sum().backward()
+            grads.append(quantizer.codebook.grad.clone())
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(grads[0], grad) for grad in grads[1:])

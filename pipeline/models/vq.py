@@ -66,7 +66,9 @@ class VectorQuantizer(nn.Module):
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """Unit codebook vectors (N, D, h, w) for code indices (N, h, w)."""
-        return self.unit_codebook()[codes].permute(0, 3, 1, 2)
+        # F.embedding, not indexing: indexing's backward accumulates into the codebook with
+        # multithreaded float adds in varying order on CPU, so two identical runs would differ.
+        return F.embedding(codes, self.unit_codebook()).permute(0, 3, 1, 2)
 
     def forward(self, z: torch.Tensor) -> Quantized:
         """Quantize unit latents z (N, D, h, w) (see VQAutoencoder.encode). The two losses are
