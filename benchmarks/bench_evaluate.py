@@ -33,11 +33,11 @@ sys.path.insert(0, str(REPO))
 
 def build_model(params_path: Path, device: str):
     """The params' deraining architecture with random weights, in eval mode on `device`."""
-    from pipeline.config import load_params
+    from pipeline.config import PRIOR_ARCHITECTURES, load_params
     from pipeline.models.factory import create_model
 
     params = load_params(params_path)
-    prior = create_model(params.prior.model) if params.train.model.type == "prior_resnet" else None
+    prior = create_model(params.prior.model) if params.train.model.type in PRIOR_ARCHITECTURES else None
     model = create_model(params.train.model, prior=prior) if prior is not None else create_model(params.train.model)
     return model.eval().to(device), params
 

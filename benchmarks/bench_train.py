@@ -76,7 +76,7 @@ def measure(name: str, steps: int, threads: int | None) -> dict:
     from timm.optim import create_optimizer_v2
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pipeline.config import load_params
+    from pipeline.config import PRIOR_ARCHITECTURES, load_params
     from pipeline.models.factory import create_model
     from pipeline.seeds import numpy_rng, torch_generator
     from pipeline.synthesis.rain import rainify_batch
@@ -91,7 +91,7 @@ def measure(name: str, steps: int, threads: int | None) -> dict:
     spec = params.prior.model if is_prior else (ARCHITECTURES[name] or params.train.model)
     batch_size = params.prior.batch_size if is_prior else params.train.batch_size
     crop = params.curate.patch_size if is_prior else params.train.crop_size
-    prior = create_model(params.prior.model).eval() if not is_prior and spec_type(spec) == "prior_resnet" else None
+    prior = create_model(params.prior.model).eval() if not is_prior and spec_type(spec) in PRIOR_ARCHITECTURES else None
     model = create_model(spec, prior=prior).to(memory_format=torch.channels_last).train()
     optimizer = create_optimizer_v2([p for p in model.parameters() if p.requires_grad], opt="adam", lr=1e-4)
     patches = synthetic_patches(256, params.curate.patch_size)

@@ -138,6 +138,7 @@ class Curate(Strict):
     patch_size: int = Field(64, ge=16, le=1024)
     patch_stride: int = Field(64, ge=8, le=1024)
     eval_size: int = Field(128, ge=16, le=4096)
+    eval_crops: int = Field(1, ge=1, le=64)  # eval crops per val/test photo, spread over a grid
     complexity: Literal[COMPLEXITY_MEASURES] = "gradient"  # type: ignore[valid-type]
     dedupe_max_distance: int = Field(6, ge=0, le=64)
     prior_patches: int = Field(2048, ge=0)  # train-split patches for the prior (seeded subset; 0 = all)
@@ -288,11 +289,31 @@ RainEntry = Annotated[
 ]
 
 
-class SuiteSpec(Strict):
-    """One materialized test suite: rain drawn from `presets` (one entry per image) on a split."""
+SUITE_GENERATORS = ("recipe", "screen_streaks", "wind_streaks", "drops", "clean")
 
-    presets: list[RainEntry] = Field(min_length=1)
+
+class SuiteSpec(Strict):
+    """One materialized suite on a split's eval crops.
+
+    `generator`: `recipe` (the training recipe, one of `presets` drawn per image), one of the
+    out-of-distribution rain models of pipeline.synthesis.ood_rain (`screen_streaks`,
+    `wind_streaks`, `drops`: other compositing and streak/drop shapes, never seen in training),
+    or `clean` (no rain at all: a derainer must give the photo back). `max_images` keeps the
+    first N crops (by id), e.g. to keep validation during training cheap.
+    """
+
+    generator: Literal[SUITE_GENERATORS] = "recipe"  # type: ignore[valid-type]
+    presets: list[RainEntry] = Field(default_factory=list)
     split: Literal["val", "test"] = "test"
+    max_images: Optional[int] = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _presets_for_recipe(self) -> "SuiteSpec":
+        if self.generator == "recipe" and not self.presets:
+            raise ValueError("generator 'recipe' needs presets (e.g. [small, medium])")
+        if self.generator != "recipe" and self.presets:
+            raise ValueError(f"presets apply to generator 'recipe' only, not {self.generator!r}")
+        return self
 
 
 class Synthesize(Strict):
@@ -363,6 +384,57 @@ class PriorResNetSpec(Strict):
     init_from_prior: bool = True
 
 
+class MaskedPriorSpec(Strict):
+    """JORDER-style mask composition (pipeline.models.masked): out = (1 - m)·x + m·prior_resnet(x).
+
+    A small dilated-conv head predicts the rain mask m in [0, 1], supervised by the synthesized
+    rain layer (`train.mask_weight`); pixels the head leaves at m = 0 come back exactly as they
+    were, and what it marks is re-drawn by the prior-constrained branch (PriorResNetSpec fields).
+    """
+
+    type: Literal["masked_prior"]
+    blocks: int = Field(ge=1, le=64)
+    init_from_prior: bool = True
+    mask_channels: int = Field(12, ge=4, le=256)
+    mask_deadzone: float = Field(0.1, ge=0, lt=1)  # mask values below this count as 0: pixel kept exactly
+
+
+class FusedPriorSpec(Strict):
+    """CodeFormer-style fusion (pipeline.models.fused): full-resolution input features modulate the
+    frozen decoder's last features, dec + fidelity·(dec·scale + shift); fidelity 0 is the pure
+    prior (prior_resnet), 1 the trained setting. `fidelity` may be changed at inference."""
+
+    type: Literal["fused_prior"]
+    blocks: int = Field(ge=1, le=64)
+    init_from_prior: bool = True
+    detail_channels: int = Field(16, ge=4, le=256)
+    fidelity: float = Field(1.0, ge=0, le=2)
+
+
+class MaskedFusedSpec(Strict):
+    """Both mechanisms: the rain-mask composition with the fused prior as the re-drawing branch."""
+
+    type: Literal["masked_fused"]
+    blocks: int = Field(ge=1, le=64)
+    init_from_prior: bool = True
+    mask_channels: int = Field(12, ge=4, le=256)
+    mask_deadzone: float = Field(0.1, ge=0, lt=1)
+    detail_channels: int = Field(16, ge=4, le=256)
+    fidelity: float = Field(1.0, ge=0, le=2)
+
+
+class ClassicalMedianSpec(Strict):
+    """No learning (pipeline.models.classical): pixels brighter than their 7x7 median by more than
+    `threshold` (0..1 grey levels) are replaced by that median; everything else is left as it was."""
+
+    type: Literal["classical_median"]
+    window: int = Field(7, ge=3, le=15)
+    threshold: float = Field(0.08, gt=0, lt=1)
+
+
+PRIOR_ARCHITECTURES = ("prior_resnet", "masked_prior", "fused_prior", "masked_fused")  # render through prior.pt
+
+
 class TimmUNetSpec(Strict):
     """UNet whose encoder is any timm model that supports `features_only` (pipeline.models.timm_unet).
 
@@ -376,7 +448,10 @@ class TimmUNetSpec(Strict):
     decoder_channels: int = Field(32, ge=4, le=512)
 
 
-DerainSpec = Annotated[Union[ResNetSpec, PriorResNetSpec, TimmUNetSpec], Field(discriminator="type")]
+DerainSpec = Annotated[
+    Union[ResNetSpec, PriorResNetSpec, MaskedPriorSpec, FusedPriorSpec, MaskedFusedSpec, TimmUNetSpec, ClassicalMedianSpec],
+    Field(discriminator="type"),
+]
 
 
 class Prior(Strict):
@@ -409,6 +484,8 @@ class Train(Strict):
     milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])
     ema_decay: float = Field(0.999, ge=0, lt=1)
     latent_weight: float = Field(0.1, ge=0)
+    mask_weight: float = Field(0.1, ge=0)  # BCE of the predicted rain mask against the rain layer (masked_*)
+    val_suites: list[str] = Field(default_factory=list)  # synthesize.suites validated on during training (val split)
     crop_size: int = Field(64, ge=8, le=4096)  # random crop from each training patch (<= curate.patch_size)
     augment: bool = True  # random flips / 90° rotations of the clean crop (before the rain is added)
     val_every: int = Field(100, ge=1)
@@ -546,6 +623,13 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Params":
+        unknown = [s for s in self.train.val_suites if s not in self.synthesize.suites]
+        if unknown:
+            raise ValueError(f"train.val_suites names {unknown}, not defined under synthesize.suites "
+                             f"(defined: {sorted(self.synthesize.suites)})")
+        leaking = [s for s in self.train.val_suites if self.synthesize.suites[s].split != "val"]
+        if leaking:
+            raise ValueError(f"train.val_suites {leaking} are built on the test split: validate on split 'val' suites")
         unknown = [s for s in self.evaluate.suites if s not in self.synthesize.suites]
         if unknown:
             raise ValueError(

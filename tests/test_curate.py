@@ -130,3 +130,17 @@ def test_curate_params_are_checked_together(tmp_path: Path):
     raw["curate"]["checks"]["min_complexity_bins"] = 5
     with pytest.raises(ParamsError, match=r"curate: .*min_complexity_bins=5 cannot exceed selection.bins=3"):
         parse_params(raw)
+
+
+def test_eval_crops_spread_over_the_photo_and_one_is_the_centre():
+    from pipeline.curation.patches import centre_crop, eval_crops
+
+    image = textured_photo(np.random.default_rng(1), 200, 300)
+    crops = eval_crops(image, 96, 4)
+    assert len(crops) == 4 and all(c.shape == (96, 96, 3) for c in crops)
+    assert len({c.tobytes() for c in crops}) == 4  # distinct places of the photo
+    assert np.array_equal(crops[0], image[4:100, 6:102])  # the centred grid's first cell
+    assert np.array_equal(eval_crops(image, 96, 1)[0], centre_crop(image, 96))
+    assert len(eval_crops(image, 160, 4)) == 1  # only one cell fits
+    with pytest.raises(ValueError, match="cannot take a 256"):
+        eval_crops(image, 256, 2)

@@ -83,7 +83,17 @@ def test_identity_model_gains_nothing(workspace: Path):
     for key in ("psnr", "psnr_rain", "psnr_bg", "psnr_rain_soft", "ssim"):
         assert result.metrics[f"{key}_gain/unseen"] == 0.0
         assert result.metrics[f"{key}/unseen"] == result.metrics[f"{key}_input/unseen"]
-    assert [s.image_id for s in result.samples] == ["img0", "img1"]  # the same images every run
+    # worst and best by gain (all tied here: id order), the same images every run
+    assert [s.image_id for s in result.samples] == ["img0", "img2"]
+
+
+def test_report_samples_spread_from_worst_to_best():
+    from pipeline.evaluation.evaluate import spread
+
+    ranked = [(gain, name) for gain, name in [(3.0, "c"), (float("nan"), "n"), (-1.0, "a"), (2.0, "b"), (9.0, "d")]]
+    assert spread(ranked, 3) == ["a", "c", "n"]  # NaN ranks last
+    assert spread(ranked[:4], 3) == ["a", "c", "n"]  # ranks 0, 2, 3 of a, b, c, n
+    assert spread(ranked, 1) == ["a"] and spread(ranked, 0) == [] and spread([], 3) == []
 
 
 # ----------------------------------------------------------------------------- the step

@@ -25,10 +25,11 @@ def tiny_prior(seed: int = 0):
 
 def tiny_model(name: str):
     torch.manual_seed(1)
-    return create_model(name, prior=tiny_prior()) if name == "prior_resnet_tiny" else create_model(name)
+    return create_model(name, prior=tiny_prior()) if name in PRIOR_VARIANTS else create_model(name)
 
 
-DERAIN_VARIANTS = ["resnet_tiny", "timm_unet_tiny", "prior_resnet_tiny"]
+PRIOR_VARIANTS = ["prior_resnet_tiny", "masked_prior_tiny", "fused_prior_tiny", "masked_fused_tiny"]
+DERAIN_VARIANTS = ["resnet_tiny", "timm_unet_tiny", *PRIOR_VARIANTS]
 
 
 @pytest.mark.parametrize("name", DERAIN_VARIANTS)
@@ -131,7 +132,7 @@ def test_timm_encoder_weights_come_from_a_local_file(tmp_path: Path):
 @pytest.mark.parametrize("name", DERAIN_VARIANTS)
 def test_saved_model_loads_self_contained(tmp_path: Path, name: str):
     model = tiny_model(name).eval()
-    prior_spec = model.prior.spec if name == "prior_resnet_tiny" else None
+    prior_spec = model.prior.spec if name in PRIOR_VARIANTS else None
     from pipeline.models.factory import parse_spec
 
     path = tmp_path / "model.pt"

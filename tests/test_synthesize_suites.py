@@ -26,11 +26,16 @@ DISJOINT = {
 }
 
 
+RECIPE_SUITES = ("seen", "unseen")  # the repo's recipe suites; other kinds are tested on their own
+
+
 def repo_params(**suites) -> dict:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw = copy.deepcopy(raw)
-    if suites:
-        raw["synthesize"]["suites"].update(suites)
+    raw = copy.deepcopy(yaml.safe_load((REPO / "params.yaml").read_text()))
+    raw["synthesize"]["suites"] = {name: raw["synthesize"]["suites"][name] for name in RECIPE_SUITES}
+    raw["synthesize"]["suites"].update(suites)
+    raw["evaluate"]["suites"] = list(RECIPE_SUITES)
+    raw["train"]["val_suites"] = []
+    raw["register"]["gates"]["floors"] = {}
     return raw
 
 
@@ -113,3 +118,50 @@ def test_suite_rain_entries_are_validated_with_their_key():
     raw = repo_params()
     raw["train"]["rain"]["presets"] = ["small", DISJOINT]
     assert parse_params(raw).train.rain.presets[1].name == "steep"
+
+
+OTHER_KINDS = {
+    "screen": {"generator": "screen_streaks"},
+    "wind": {"generator": "wind_streaks"},
+    "drops": {"generator": "drops"},
+    "dry": {"generator": "clean"},
+    "val": {"presets": ["small"], "split": "val", "max_images": 1},
+}
+
+
+def test_out_of_distribution_and_clean_suites_have_masks_and_reproduce(tmp_path):
+    params = parse_params(repo_params(**OTHER_KINDS))
+    runs = []
+    for root in (tmp_path / "a", tmp_path / "b"):
+        make_curated(root, params)
+        summary = run_synthesize(params, root)
+        runs.append(root / params.paths.suites)
+    first, second = runs
+    assert summary["suites"]["val"]["images"] == 1 and summary["suites"]["screen"]["images"] == 3
+    for name in ("screen", "wind", "drops"):
+        rows = read_csv(first / name / "manifest.csv")
+        assert {row["preset"] for row in rows} == {OTHER_KINDS[name]["generator"]}
+        for row in rows:
+            clean = load_png(first / name / "clean" / f"{row['image_id']}.png")
+            rainy = load_png(first / name / "rainy" / f"{row['image_id']}.png")
+            layer = load_png(first / name / "rain" / f"{row['image_id']}.png", grey=True)
+            assert layer.shape == clean.shape[:2] and (layer > params.synthesize.mask_threshold).any()
+            assert float(row["coverage"]) == pytest.approx(np.mean(layer > params.synthesize.mask_threshold))
+            assert not np.array_equal(rainy, clean)
+    for row in read_csv(first / "dry" / "manifest.csv"):
+        clean = load_png(first / "dry" / "clean" / f"{row['image_id']}.png")
+        assert np.array_equal(load_png(first / "dry" / "rainy" / f"{row['image_id']}.png"), clean)
+        assert not load_png(first / "dry" / "rain" / f"{row['image_id']}.png", grey=True).any()
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert len(files) == 3 * 3 * 6 + 3 + 7 + 1  # 3 images x 3 files x 6 three-image suites, val's 3, manifests, gallery
+    for relative in files:
+        assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
+
+
+def test_suite_generator_and_presets_must_agree():
+    with pytest.raises(ParamsError, match=r"synthesize\.suites\.x.*needs presets"):
+        parse_params(repo_params(x={"generator": "recipe"}))
+    with pytest.raises(ParamsError, match=r"synthesize\.suites\.x.*presets apply to generator 'recipe' only"):
+        parse_params(repo_params(x={"generator": "drops", "presets": ["small"]}))
+    with pytest.raises(ParamsError, match=r"synthesize\.suites\.x\.generator"):
+        parse_params(repo_params(x={"generator": "snow"}))

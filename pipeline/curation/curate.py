@@ -21,7 +21,7 @@ from pipeline.config import Curate, Params
 from pipeline.curation.checks import raise_on_failure, results_json, run_checks
 from pipeline.curation.complexity import MEASURES, measure_all
 from pipeline.curation.dedupe import dedupe, perceptual_hash
-from pipeline.curation.patches import centre_crop, cut_patches, eval_crop_size, grid_positions, measure_patches
+from pipeline.curation.patches import cut_patches, eval_crop_size, eval_crops, grid_positions, measure_patches
 from pipeline.curation.report import sheet_rows, write_report
 from pipeline.curation.selection import complexity_bins, select_patches
 from pipeline.curation.split import SPLITS, assign_splits
@@ -60,7 +60,7 @@ def run_curate(params: Params, root: Path) -> dict:
     write_json(out / "checks.json", results_json(results))
     passed = all(r.success for r in results)
     if passed:
-        _write_patches_and_crops(pool, out, photos, manifest, cfg.patch_size)
+        _write_patches_and_crops(pool, out, photos, manifest, cfg.patch_size, cfg.eval_crops)
     else:
         _remove_stale_outputs(out)  # never leave patches that belong to an earlier manifest
 
@@ -209,8 +209,9 @@ class _PatchFile:
         self.row += len(patches)
 
 
-def _write_patches_and_crops(pool: Path, out: Path, photos, manifest, size: int) -> None:
-    """patches_train.npy (selected, manifest order), patches_val.npy, patches_prior.npy, eval/<split>/<id>.png."""
+def _write_patches_and_crops(pool: Path, out: Path, photos, manifest, size: int, crops_per_photo: int = 1) -> None:
+    """patches_train.npy (selected, manifest order), patches_val.npy, patches_prior.npy, and
+    eval/<split>/<id>.png (or <id>_c<k>.png, `crops_per_photo` of them) for val and test photos."""
     from tqdm import tqdm
 
     selected = manifest["selected"].to_numpy()
@@ -244,7 +245,11 @@ def _write_patches_and_crops(pool: Path, out: Path, photos, manifest, size: int)
             if prior is not None:
                 prior.append(cut_patches(image, positions[take_prior], size))
             if photo.eval_crop:
-                save_png(eval_dir / photo.split / f"{photo.image_id}.png", centre_crop(image, photo.eval_crop))
+                crops = eval_crops(image, photo.eval_crop, crops_per_photo)
+                # One crop keeps the photo's id; several are <id>_c<k> (k in grid order).
+                names = [photo.image_id] if len(crops) == 1 else [f"{photo.image_id}_c{k}" for k in range(len(crops))]
+                for name, crop in zip(names, crops):
+                    save_png(eval_dir / photo.split / f"{name}.png", crop)
 
 
 def _open_patch_file(path: Path, count: int, size: int) -> _PatchFile | None:

@@ -58,3 +58,15 @@ def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
         raise ValueError(f"cannot take a {size}² crop of a {height}x{width} image")
     top, left = (height - size) // 2, (width - size) // 2
     return image[top : top + size, left : left + size].copy()
+
+
+def eval_crops(image: np.ndarray, size: int, count: int) -> list[np.ndarray]:
+    """Up to `count` size×size crops of uint8 (H, W, 3), spread evenly over the centred grid of
+    non-overlapping positions (one crop: the centre crop). Copies, in row-major grid order."""
+    if count == 1:
+        return [centre_crop(image, size)]
+    positions = grid_positions(image.shape[0], image.shape[1], size, size)
+    if len(positions) == 0:
+        raise ValueError(f"cannot take a {size}² crop of a {image.shape[0]}x{image.shape[1]} image")
+    chosen = np.unique(np.linspace(0, len(positions) - 1, min(count, len(positions))).round().astype(int))
+    return [image[y : y + size, x : x + size].copy() for y, x in positions[chosen]]

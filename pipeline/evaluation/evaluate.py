@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.config import PairedFolderSuite, Params
 from pipeline.evaluation.metrics import binary_mask, output_and_input_scores
-from pipeline.evaluation.report import Sample, make_sample, render_report
+from pipeline.evaluation.report import Sample, make_sample, render_fullsize, render_report
 from pipeline.io import atomic_path, write_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -52,6 +52,7 @@ class Suite:
     name: str
     kind: str  # "paired" | "unpaired"
     items: tuple[SuiteItem, ...]
+    dry: bool = False  # a `clean` suite: no rain, the input is the reference (psnr/<suite> = PSNR(output, input))
 
     @property
     def has_masks(self) -> bool:
@@ -119,7 +120,8 @@ def load_suites(params: Params, root: Path) -> list[Suite]:
     for name in params.evaluate.suites:
         folder = root / params.paths.suites / name
         _require_folder(folder, f"suite {name!r}", " (run `raincheck synthesize` first)")
-        suites.append(Suite(name, "paired", _paired_items(name, folder, (".png",), need_rain=True)))
+        dry = params.synthesize.suites[name].generator == "clean"
+        suites.append(Suite(name, "paired", _paired_items(name, folder, (".png",), need_rain=True), dry=dry))
     for spec in params.evaluate.folders:
         folder = root / spec.path  # an absolute `path` stays absolute
         _require_folder(folder, f"evaluate.folders {spec.name!r}")
@@ -183,6 +185,8 @@ def suite_metrics(suite: Suite, rows: list[dict]) -> dict:
         metrics[f"empty_masks/{suite.name}"] = sum(c == 0 for c in coverage)
         metrics[f"empty_backgrounds/{suite.name}"] = sum(c == 1 for c in coverage)
     keys = [key for key in rows[0] if key not in ("suite", "image_id", "height", "width")] if rows else []
+    if suite.dry:  # no rain: only the output against the untouched input means anything
+        keys = [key for key in keys if key in ("psnr", "psnr_y601", "ssim", "ssim_y601")]
     for key in keys:
         values = np.array([row[key] for row in rows], dtype=np.float64)
         finite = values[~np.isnan(values)]
@@ -204,13 +208,14 @@ def evaluate_model(
 
     `model`: torch module, float32 NCHW in [0, 1] -> same shape in [0, 1]. Returns per-image rows
     (paired suites), the suite means and counts, and the first `report_images` images of each
-    suite (sorted by id, so every run shows the same ones) as report samples.
+    suite as report samples: the worst, median and best by whole-image PSNR gain (by PSNR on a
+    dry suite; the first ones, by id, on an unpaired suite), so the report shows the spread.
     """
     from tqdm import tqdm
 
     result = EvaluationResult()
     for suite in suites:
-        rows = []
+        rows, ranked = [], []
         derained = _derain_suite(model, suite, tile, overlap, batch_size, device)
         progress = tqdm(derained, total=len(suite.items), desc=f"evaluate {suite.name}", unit="img", leave=False)
         for index, (item, rainy, clean, rain, output) in enumerate(progress):
@@ -220,11 +225,22 @@ def evaluate_model(
                 coverage = {} if rain is None else {"mask_coverage": float(binary_mask(rain, mask_threshold).mean())}
                 height, width = rainy.shape[:2]
                 rows.append({"suite": suite.name, "image_id": item.image_id, "height": height, "width": width, **coverage, **scores})
-            if index < report_images:
-                result.samples.append(make_sample(suite.name, item.image_id, rainy, output, clean, rain, mask_threshold, scores))
+            if report_images and (scores or index < report_images):
+                rank = scores.get("psnr" if suite.dry else "psnr_gain", -index)
+                ranked.append((rank, make_sample(suite.name, item.image_id, rainy, output, clean, rain, mask_threshold, scores)))
+        result.samples.extend(spread(ranked, report_images))
         result.rows.extend(rows)
         result.metrics.update(suite_metrics(suite, rows))
     return result
+
+
+def spread(ranked: list[tuple[float, Sample]], count: int) -> list[Sample]:
+    """`count` samples evenly spread from worst to best rank (NaN ranks last), worst first."""
+    if count <= 0 or not ranked:
+        return []
+    order = sorted(ranked, key=lambda pair: (math.isnan(pair[0]), pair[0]))
+    picks = sorted({round(i * (len(order) - 1) / max(count - 1, 1)) for i in range(min(count, len(order)))})
+    return [order[i][1] for i in picks]
 
 
 # ----------------------------------------------------------------------------- files
@@ -293,8 +309,9 @@ def run_evaluate(params: Params, root: Path) -> dict:
 
 def write_outputs(folder: Path, result: EvaluationResult, suite_names: list[str]) -> list[Path]:
     """Write metrics.json, per_image.csv and report.png into `folder`; returns their paths."""
-    paths = [folder / "metrics.json", folder / "per_image.csv", folder / "report.png"]
+    paths = [folder / "metrics.json", folder / "per_image.csv", folder / "report.png", folder / "fullsize.png"]
     write_json(paths[0], result.metrics)
     write_per_image(paths[1], result.rows)
     render_report(paths[2], result.metrics, suite_names, result.samples)
+    render_fullsize(paths[3], result.samples)
     return paths

@@ -175,3 +175,33 @@ def render_report(path: Path | str, metrics: dict, suites: list[str], samples: l
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", metadata={"Software": None})
+
+
+def render_fullsize(path: Path | str, samples: list[Sample]) -> None:
+    """fullsize.png: for each suite its median sample at 1:1 pixels, rainy | output | clean, so
+    that blur or colour shifts a downscaled report hides are visible. Written atomically."""
+    from PIL import Image, ImageDraw
+
+    by_suite: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_suite.setdefault(sample.suite, []).append(sample)
+    rows = [group[len(group) // 2] for group in by_suite.values()]
+    gap, header = 6, 16
+    width = max((3 * (s.rainy.shape[1] + gap) for s in rows), default=1)
+    height = sum(header + s.rainy.shape[0] + gap for s in rows) or 1
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    top = 0
+    for sample in rows:
+        panels = [("rainy", sample.rainy), ("output", sample.output), ("clean", sample.clean)]
+        for column, (title, image) in enumerate(panels):
+            left = column * (sample.rainy.shape[1] + gap)
+            label = f"{sample.suite} / {sample.image_id}: {title}" if column == 0 else title
+            if title == "output" and math.isfinite(sample.scores.get("psnr", math.nan)):
+                label += f" (PSNR {sample.scores['psnr']:.2f} dB)"
+            draw.text((left + 2, top + 2), label, fill=(0, 0, 0))
+            if image is not None:
+                canvas.paste(Image.fromarray(image), (left, top + header))
+        top += header + sample.rainy.shape[0] + gap
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="png")

@@ -27,7 +27,7 @@ class CheckpointError(ValueError):
 
 def _register_builtins() -> None:
     """Import the architecture modules: each registers itself (explicitly, once) on import."""
-    from pipeline.models import prior_net, resnet, timm_unet, vq  # noqa: F401
+    from pipeline.models import classical, fused, masked, prior_net, resnet, timm_unet, vq  # noqa: F401
 
 
 def parse_spec(spec: BaseModel | dict | str, **overrides: object) -> BaseModel:

@@ -48,19 +48,34 @@ def _eval_images(curated: Path, split: str, suite: str) -> list[Path]:
     return images
 
 
+def add_rain(clean: np.ndarray, spec: SuiteSpec, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(rainy uint8 HxWx3, rain layer uint8 HxW, drawn parameters) for one image of a suite.
+
+    The recipe draws from torch seeded with `seed`, the out-of-distribution models from
+    numpy.random.default_rng(seed); a `clean` suite gives the photo back with an empty layer.
+    """
+    if spec.generator == "recipe":
+        from pipeline.synthesis.rain import synthesize_rain
+
+        return synthesize_rain(clean, spec.presets, seed)
+    if spec.generator == "clean":
+        return clean.copy(), np.zeros(clean.shape[:2], dtype=np.uint8), {"preset": "clean"}
+    from pipeline.synthesis.ood_rain import GENERATORS
+
+    return GENERATORS[spec.generator](clean, np.random.default_rng(seed))
+
+
 def synthesize_suite(name: str, spec: SuiteSpec, images: list[Path], folder: Path, params: Params) -> list[dict]:
     """Write clean/, rainy/, rain/ and manifest.csv for one suite into `folder`; returns the rows."""
     from tqdm import tqdm
 
-    from pipeline.synthesis.rain import synthesize_rain
-
     base = stream_seed(params.seed, "synthesize", name)
     has_extras = any(not isinstance(entry, str) and entry.extras for entry in spec.presets)
     rows = []
-    for index, path in enumerate(tqdm(images, desc=f"synthesize {name}", unit="image", leave=False)):
+    for index, path in enumerate(tqdm(images[: spec.max_images], desc=f"synthesize {name}", unit="image", leave=False)):
         clean = load_png(path)
         seed = base + index
-        rainy, layer, drawn = synthesize_rain(clean, spec.presets, seed)
+        rainy, layer, drawn = add_rain(clean, spec, seed)
         image_id = path.stem
         save_png(folder / "clean" / f"{image_id}.png", clean)
         save_png(folder / "rainy" / f"{image_id}.png", rainy)
@@ -72,6 +87,9 @@ def synthesize_suite(name: str, spec: SuiteSpec, images: list[Path], folder: Pat
             row.setdefault("airlight", 1.0)
         rows.append(row)
     columns = MANIFEST_COLUMNS + (EXTRA_COLUMNS if has_extras else [])
+    if spec.generator != "recipe":  # other rain models draw other parameters
+        drawn_keys = sorted({key for row in rows for key in row} - {"image_id", "index", "seed", "preset", "coverage"})
+        columns = ["image_id", "index", "seed", "preset", *drawn_keys, "coverage"]
     write_csv(folder / "manifest.csv", rows, columns)
     return rows
 
@@ -129,13 +147,13 @@ def run_synthesize(params: Params, root: Path) -> dict:
             summary["suites"][name] = {
                 "images": len(rows),
                 "split": spec.split,
-                "rain": [entry if isinstance(entry, str) else entry.name for entry in spec.presets],
+                "rain": [entry if isinstance(entry, str) else entry.name for entry in spec.presets] or [spec.generator],
                 "coverage_mean": float(np.mean([row["coverage"] for row in rows])),
             }
             first = rows[0]["image_id"]
             gallery_rows.append(
                 (
-                    f"suite {name}\n{rows[0]['preset']}, angle {rows[0]['angle']}",
+                    f"suite {name}\n{rows[0]['preset']}" + (f", angle {float(rows[0]['angle']):.0f}" if "angle" in rows[0] else ""),
                     load_png(tmp / name / "clean" / f"{first}.png"),
                     load_png(tmp / name / "rainy" / f"{first}.png"),
                     load_png(tmp / name / "rain" / f"{first}.png", grey=True),

@@ -91,6 +91,31 @@ def prior_scores(prior, patches: np.ndarray, device, show_progress: bool = False
     }
 
 
+def fullsize_recon_psnr(prior, root: Path, params: Params, device) -> float | None:
+    """Mean reconstruction PSNR (dB) of the prior on the whole val-split photos of the pool (each
+    cropped to a multiple of the prior's stride), or None without val photos or photos.csv. Patches hide what a
+    prior does to large smooth areas and to edges between textures; whole photos show it."""
+    import pandas as pd
+    import torch
+
+    from pipeline.io import load_png
+    from pipeline.training.data import to_tensor
+    from pipeline.training.loop import batch_psnr, to_device
+
+    table = root / params.paths.curated / "photos.csv"
+    if not table.is_file():  # patches without their photos (a hand-made workspace): nothing to score
+        return None
+    photos = pd.read_csv(table)
+    scores = []
+    with torch.inference_mode():
+        for image_id in photos.loc[photos["split"] == "val", "image_id"]:
+            image = load_png(root / params.paths.pool / "images" / f"{image_id}.png")
+            height, width = (side - side % prior.stride for side in image.shape[:2])
+            clean = to_device(to_tensor(image[None, :height, :width]), device)
+            scores.append(float(batch_psnr(prior(clean)[0], clean)[0]))
+    return round(float(np.mean(scores)), 4) if scores else None
+
+
 def recon_sheet(originals: np.ndarray, recon) -> np.ndarray:
     """uint8 image: originals (top row) over their reconstructions (bottom row), scaled ×2."""
     top = np.concatenate(list(originals), axis=1)
@@ -133,7 +158,8 @@ def _adopt_pretrained_prior(params: Params, root: Path, show_progress: bool) -> 
     val_patches = load_patches(curated / "patches_val.npy", prior.stride)
     device = select_device()
     prior.to(device, memory_format=torch.channels_last)
-    metrics = {**prior_scores(prior, val_patches, device, show_progress), "val_patches": len(val_patches), "iterations": 0,
+    metrics = {**prior_scores(prior, val_patches, device, show_progress),
+               "recon_psnr_fullsize": fullsize_recon_psnr(prior, root, params, device), "val_patches": len(val_patches), "iterations": 0,
                "parameters": sum(p.numel() for p in prior.parameters()), "seconds": round(time.perf_counter() - began, 2)}
     sample = val_patches[np.linspace(0, len(val_patches) - 1, min(8, len(val_patches))).round().astype(int)]
     save_png(out_dir / "recon.png", recon_sheet(sample, reconstruct(prior, sample, device)[0]))
@@ -239,7 +265,8 @@ def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:
     )
 
     model.eval()
-    metrics = {**prior_scores(model, val_patches, device), "val_patches": len(val_patches), "train_patches": len(train_patches),
+    metrics = {**prior_scores(model, val_patches, device), "recon_psnr_fullsize": fullsize_recon_psnr(model, root, params, device),
+               "val_patches": len(val_patches), "train_patches": len(train_patches),
                "iterations": cfg.iterations, "parameters": sum(p.numel() for p in model.parameters()), **timing.summary()}
     sample = val_patches[np.linspace(0, len(val_patches) - 1, min(8, len(val_patches))).round().astype(int)]
     save_png(out_dir / "recon.png", recon_sheet(sample, reconstruct(model, sample, device)[0]))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pipeline.config import Params
+from pipeline.config import PRIOR_ARCHITECTURES, Params
 
 EMA_WARMUP_POWER = 2 / 3  # timm's EMA warmup: decay 1 - (1 + step)^-p, capped at train.ema_decay
 
@@ -36,17 +36,33 @@ def load_matching_prior(params: Params, root: Path):
     return prior, path
 
 
-def training_loss(model, rainy, clean, latent_weight: float):
-    """L1(output, clean) [+ latent_weight · MSE(predicted latent, prior latent of clean)]; (loss, l1, latent)."""
+def mask_target(layer, threshold: float):
+    """The rain mask a masked model should predict: R / threshold clipped to [0, 1], (N, 1, H, W).
+
+    layer: the synthesized rain layer R, float32 N1HW in [0, 255]. Pixels at or above the
+    evaluation's mask threshold are rain (1); lighter rain is partly rain; dry pixels are 0.
+    """
+    return (layer / float(threshold)).clamp(0.0, 1.0)
+
+
+def training_loss(model, rainy, clean, latent_weight: float, layer=None, mask_weight: float = 0.0, threshold: float = 50):
+    """L1(output, clean) [+ latent_weight · MSE(predicted latent, prior latent of clean)]
+    [+ mask_weight · BCE(predicted rain mask, mask_target(layer))]; returns (loss, {term: value}).
+    """
     import torch.nn.functional as F
 
+    base = model.module if hasattr(model, "module") else model
     output, latent = model(rainy, return_latent=True)
     l1 = F.l1_loss(output, clean)
-    if latent is None or latent_weight == 0:
-        return l1, l1, None
-    target = (model.module if hasattr(model, "module") else model).target_latent(clean)
-    latent_loss = F.mse_loss(latent, target)
-    return l1 + latent_weight * latent_loss, l1, latent_loss
+    loss, terms = l1, {"l1": l1}
+    if latent is not None and latent_weight > 0:
+        terms["latent"] = F.mse_loss(latent, base.target_latent(clean))
+        loss = loss + latent_weight * terms["latent"]
+    logits = getattr(base, "aux", {}).get("mask_logits")
+    if logits is not None and layer is not None and mask_weight > 0:
+        terms["mask"] = F.binary_cross_entropy_with_logits(logits, mask_target(layer, threshold))
+        loss = loss + mask_weight * terms["mask"]
+    return loss, terms
 
 
 def run_train(params: Params, root: Path, show_progress: bool = True) -> dict:
@@ -89,7 +105,7 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
     local_batch = cfg.batch_size // dist.world_size
 
     prior = prior_path = None
-    if cfg.model.type == "prior_resnet":
+    if cfg.model.type in PRIOR_ARCHITECTURES:
         prior, prior_path = load_matching_prior(params, root)
     seed = params.seed if cfg.seed is None else cfg.seed  # train.seed: the study's per-cell seed
     torch.manual_seed(seed)  # weight initialisation (identical in every process)
@@ -100,7 +116,8 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
     patches = load_patches(patches_path)
     if cfg.crop_size > patches.shape[1]:
         raise ValueError(f"train.crop_size={cfg.crop_size} is larger than the training patches ({patches.shape[1]}px, curate.patch_size)")
-    suites = [load_suite(root / paths.suites / name) for name in params.evaluate.suites] if dist.is_main else []
+    # Validation on suites built from the val split (train.val_suites): the test suites stay unseen.
+    suites = [load_suite(root / paths.suites / name) for name in cfg.val_suites] if dist.is_main else []
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = create_optimizer_v2(trainable, opt="adam", lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=0.0)
@@ -136,22 +153,20 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
         crops = random_crops(patches, local_batch, cfg.crop_size, cfg.augment, numpy_rng(seed, "train/crops", step, dist.rank))
         clean = to_tensor(crops).to(device, non_blocking=True)  # rain is synthesized where the model runs
         rain_generator = torch_generator(seed, "train/rain", step, dist.rank)
-        rainy, _ = rainify_batch(clean, list(cfg.rain.presets), cfg.rain.probability, rain_generator)
-        return clean, rainy
+        rainy, layer = rainify_batch(clean, list(cfg.rain.presets), cfg.rain.probability, rain_generator)
+        return clean, rainy, layer
 
     def train_step(step: int, batch) -> dict[str, float]:
         network.train()
-        clean, rainy = (to_device(t, device) for t in batch)
-        loss, l1, latent_loss = training_loss(network, rainy, clean, cfg.latent_weight)
+        clean, rainy, layer = (to_device(t, device) for t in batch)
+        loss, terms = training_loss(network, rainy, clean, cfg.latent_weight, layer, cfg.mask_weight,
+                                    params.evaluate.mask_threshold)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step_update(step + 1)
         ema.update(model, step=step + 1)
-        scalars = {"loss": loss.item(), "l1": l1.item(), "lr": optimizer.param_groups[0]["lr"]}
-        if latent_loss is not None:
-            scalars["latent"] = latent_loss.item()
-        return scalars
+        return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}, "lr": optimizer.param_groups[0]["lr"]}
 
     def validate() -> dict[str, float]:
         ema.module.eval()

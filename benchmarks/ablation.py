@@ -1,0 +1,160 @@
+"""The fidelity ablation: which mechanism keeps the background while removing unseen rain.
+
+Every arm trains with the same recipe and budget (train section of params.yaml, with its model
+swapped) on the workspace's curated patches and prior, then is scored on every suite of
+`evaluate.suites` with the evaluate step's own code. Arms:
+
+- `classical_median`: no learning, bright outliers of a 7x7 median replaced by it;
+- `resnet`: the plain residual baseline (32 channels x 4 blocks);
+- `prior_resnet`: every pixel drawn by the frozen prior's decoder (the previous default);
+- `fused_prior`, and the same weights at fidelity 0.5: CodeFormer-style fusion;
+- `masked_prior`: JORDER-style rain mask, out = (1 - m) x + m prior(x);
+- `masked_fused`: the mask composition with the fused branch.
+
+It needs the workspace's build/curated, build/prior and build/suites (after `make run`, or
+`make repro ARGS=synthesize` and `make repro ARGS=prior`). Writes benchmarks/results/ablation.json
+and prints a Markdown table (also written to benchmarks/results/ablation.md).
+
+    python benchmarks/ablation.py [--params params.yaml] [--iterations N] [--arms resnet,masked_prior]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+ARMS = {
+    "classical_median": {"type": "classical_median"},
+    "resnet": {"type": "resnet", "channels": 32, "blocks": 4},
+    "prior_resnet": {"type": "prior_resnet", "blocks": 2},
+    "fused_prior": {"type": "fused_prior", "blocks": 2},
+    "fused_prior@0.5": {"type": "fused_prior", "blocks": 2},  # same weights, fidelity 0.5 at inference
+    "masked_prior": {"type": "masked_prior", "blocks": 2},
+    "masked_fused": {"type": "masked_fused", "blocks": 2},
+}
+INFERENCE_FIDELITY = {"fused_prior@0.5": 0.5}
+
+
+def arm_params(base: dict, arm: str, model_dir: Path, iterations: int | None):
+    from pipeline.config import parse_params
+
+    raw = json.loads(json.dumps(base))
+    raw["train"]["model"] = dict(ARMS[arm])
+    raw["paths"]["model"] = str(model_dir)
+    if iterations:
+        raw["train"]["iterations"] = iterations
+        raw["train"]["val_every"] = max(1, iterations // 4)
+    return parse_params(raw, f"ablation arm {arm}")
+
+
+def latency_1024(model, threads: int) -> float:
+    """Median seconds of 3 forward passes of one 1024² image after a warm-up (evaluation path)."""
+    import numpy as np
+    import torch
+
+    from pipeline.inference import derain_array
+
+    torch.set_num_threads(threads)
+    image = (np.random.default_rng(0).random((1024, 1024, 3)) * 255).astype(np.uint8)
+    derain_array(model, image, tile=1024)
+    times = []
+    for _ in range(3):
+        began = time.perf_counter()
+        derain_array(model, image, tile=1024)
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def run_arm(arm: str, base: dict, work: Path, iterations: int | None, trained: dict) -> dict:
+    import torch
+
+    from pipeline.evaluation.evaluate import evaluate_model, load_suites
+    from pipeline.models.factory import create_model, load_derain_model
+    from pipeline.training.train import run_train
+
+    source = arm.split("@")[0]
+    params = arm_params(base, source, work / source, iterations)
+    began = time.perf_counter()
+    if ARMS[arm]["type"] == "classical_median":
+        model, train_seconds = create_model(ARMS[arm]).eval(), 0.0
+    else:
+        if source not in trained:
+            run_train(params, REPO, show_progress=False)
+            trained[source] = time.perf_counter() - began
+        model, train_seconds = load_derain_model(work / source / "model.pt"), trained[source]
+    if arm in INFERENCE_FIDELITY:
+        model.fidelity = INFERENCE_FIDELITY[arm]
+    torch.set_num_threads(params.train.threads)
+    result = evaluate_model(model, load_suites(params, REPO), params.evaluate.mask_threshold, report_images=0,
+                            tile=params.evaluate.tile, overlap=params.evaluate.overlap)
+    return {
+        "arm": arm,
+        "model": ARMS[arm],
+        "iterations": 0 if ARMS[arm]["type"] == "classical_median" else params.train.iterations,
+        "train_seconds": round(train_seconds, 1),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "latency_1024_s": round(latency_1024(model, params.train.threads), 3),
+        "metrics": result.metrics,
+    }
+
+
+def cell(metrics: dict, suite: str) -> str:
+    values = [metrics.get(f"{key}/{suite}") for key in ("psnr_rain_gain", "psnr_bg_gain", "psnr_gain")]
+    return " / ".join("-" if v is None else f"{v:+.2f}" for v in values)
+
+
+def markdown(rows: list[dict], suites: list[str]) -> str:
+    rainy = [s for s in suites if f"psnr_rain_gain/{s}" in rows[0]["metrics"]]
+    header = ["arm", "psnr/clean", *(f"{s}: rain / bg / whole gain" for s in rainy), "1024² s", "train s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        clean = row["metrics"].get("psnr/clean")
+        lines.append("| " + " | ".join([
+            row["arm"], "-" if clean is None else f"{clean:.2f}", *(cell(row["metrics"], s) for s in rainy),
+            f"{row['latency_1024_s']:.2f}", f"{row['train_seconds']:.0f}",
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import yaml
+
+    from pipeline.runtime import quiet_environment
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument("--iterations", type=int, default=None, help="training steps per arm (default: train.iterations)")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {', '.join(ARMS)}")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ablation.json")
+    args = parser.parse_args(argv)
+    import os
+
+    quiet_environment(os.environ)
+    arms = [a for a in args.arms.split(",") if a]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        parser.error(f"unknown arms {unknown}; choose from {', '.join(ARMS)}")
+    base = yaml.safe_load(args.params.read_text())
+    rows, trained = [], {}
+    with tempfile.TemporaryDirectory(prefix="raincheck-ablation-") as tmp:
+        for arm in arms:
+            print(f"[ablation] {arm} ...", file=sys.stderr, flush=True)
+            rows.append(run_arm(arm, base, Path(tmp), args.iterations, trained))
+            print(markdown(rows[-1:], base["evaluate"]["suites"]), file=sys.stderr, flush=True)
+    table = markdown(rows, base["evaluate"]["suites"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    args.out.with_suffix(".md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Rain-mask composition (JORDER-style), the default deraining model: `masked_prior`.
+
+    out = (1 - m) · x + m · P(x)
+
+x is the rainy input, P(x) the prior-constrained re-drawing (a prior_resnet or fused_prior branch:
+only what the frozen prior's decoder can draw) and m in [0, 1] the rain mask predicted by a small
+dilated-conv head. The synthesizer hands us the rain layer R for free, so m is supervised by it
+(pipeline.training.losses.mask_target); wherever the head says "no rain" (m = 0) the pixel comes
+back exactly as it was, so a dry photo is returned unchanged and the background is never
+repainted. Shapes: float32 NCHW in [0, 1] in and out; m is (N, 1, H, W).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.config import MaskedFusedSpec, MaskedPriorSpec, PriorResNetSpec
+from pipeline.models.registry import register_architecture, register_variant
+from pipeline.models.resnet import DerainNet, activation
+
+MASK_DILATIONS = (1, 2, 4, 8, 1)  # receptive field 35 px: a streak is judged against its surroundings
+MASK_INIT_BIAS = -4.0  # sigmoid(-4) = 0.018: training starts near the identity (a dry photo untouched)
+
+
+class RainMaskHead(nn.Module):
+    """(N, 3, H, W) in [0, 1] -> mask logits (N, 1, H, W); `sigmoid(logits)` is the rain mask.
+
+    The input is replicate-padded once by the whole receptive field and every convolution is
+    unpadded: one pad of 3 channels instead of a padded copy of every feature map (channels_last
+    padding is a slow loop on the CPU).
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.reach = 1 + sum(MASK_DILATIONS)
+        layers: list[nn.Module] = [nn.Conv2d(3, channels, 3), activation()]
+        for dilation in MASK_DILATIONS:
+            layers += [nn.Conv2d(channels, channels, 3, dilation=dilation), activation()]
+        self.features = nn.Sequential(*layers)
+        self.to_logits = nn.Conv2d(channels, 1, 1)
+        nn.init.zeros_(self.to_logits.weight)
+        nn.init.constant_(self.to_logits.bias, MASK_INIT_BIAS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(x * 2.0 - 1.0, (self.reach,) * 4, mode="replicate")
+        return self.to_logits(self.features(padded))
+
+
+class MaskedComposition(DerainNet):
+    """out = x + m · (branch(x) - x): the branch re-draws only where the mask head sees rain.
+
+    m = max(0, p - deadzone) / (1 - deadzone) for the head's probability p: below the deadzone
+    the pixel is returned bit for bit, so the faint doubts a sigmoid always leaves on dry texture
+    cannot soften a photo. After a training forward, `self.aux["mask_logits"]` holds the head's
+    logits (N, 1, H, W) for the mask loss (which sees p itself); at inference nothing is kept.
+    """
+
+    def __init__(self, branch: DerainNet, mask_channels: int, deadzone: float = 0.0):
+        super().__init__()
+        self.branch = branch
+        self.stride = branch.stride
+        self.mask_head = RainMaskHead(mask_channels)
+        self.deadzone = deadzone
+        self.aux: dict[str, torch.Tensor] = {}
+
+    @property
+    def prior(self):
+        return self.branch.prior
+
+    def target_latent(self, clean: torch.Tensor) -> torch.Tensor:
+        return self.branch.target_latent(clean)
+
+    def _mask(self, logits: torch.Tensor) -> torch.Tensor:
+        return (torch.sigmoid(logits) - self.deadzone).clamp(min=0.0) / (1.0 - self.deadzone)
+
+    def rain_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """The composition mask m (N, 1, H, W) in [0, 1] of a batch (sides multiples of stride)."""
+        return self._mask(self.mask_head(x))
+
+    def restore(self, x: torch.Tensor, return_latent: bool):
+        logits = self.mask_head(x)
+        drawn, latent = self.branch.restore(x, return_latent)
+        if self.training:
+            self.aux = {"mask_logits": logits}
+        return torch.lerp(x, drawn, self._mask(logits)), latent
+
+
+def _prior_branch(spec, prior) -> DerainNet:
+    from pipeline.models.fused import FusedPrior
+    from pipeline.models.prior_net import build_prior_resnet
+
+    if isinstance(spec, MaskedFusedSpec):
+        return FusedPrior.from_prior(spec, prior)
+    return build_prior_resnet(PriorResNetSpec(type="prior_resnet", blocks=spec.blocks, init_from_prior=spec.init_from_prior), prior)
+
+
+@register_architecture("masked_prior", MaskedPriorSpec)
+def build_masked_prior(spec: MaskedPriorSpec, prior=None, **_: object) -> MaskedComposition:
+    return MaskedComposition(_prior_branch(spec, prior), spec.mask_channels, spec.mask_deadzone)
+
+
+@register_architecture("masked_fused", MaskedFusedSpec)
+def build_masked_fused(spec: MaskedFusedSpec, prior=None, **_: object) -> MaskedComposition:
+    return MaskedComposition(_prior_branch(spec, prior), spec.mask_channels, spec.mask_deadzone)
+
+
+register_variant("masked_prior_tiny", {"type": "masked_prior", "blocks": 1, "mask_channels": 4})
+register_variant("masked_fused_tiny", {"type": "masked_fused", "blocks": 1, "mask_channels": 4, "detail_channels": 4})

@@ -1,0 +1,48 @@
+"""The gate refuses, end to end: a real flow run whose candidate misses a floor leaves `champion`
+where it was, and decision.json names the failing rule.
+
+Its own workspace (the shared `retrained` fixture stays untouched): one flow run that passes the
+tiny profile's gate (version 1 becomes champion), then a retrain with more iterations (new
+weights) under an impossible rain-region floor on the seen suite.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import yaml
+
+from tests.workspaces import make_workspace, mlflow_query, run
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+IMPOSSIBLE = "psnr_rain_gain/seen"
+
+
+def test_a_candidate_that_fails_the_gate_does_not_move_the_champion(tmp_path):
+    workspace, env, params = make_workspace(tmp_path)
+    flow = [sys.executable, "-m", "flows", "retrain", "--root", str(workspace)]
+    run(flow, workspace, env)
+    first = json.loads((workspace / params["paths"]["registry"] / "decision.json").read_text())
+    assert first["promote"] is True and first["champion_version"] == first["version"]
+
+    params["train"]["iterations"] += 10  # different weights: a new candidate
+    params["register"]["gates"]["floors"][IMPOSSIBLE] = 1000.0
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "commit", "-qam", "stricter gate"], workspace, env)
+    run(flow, workspace, env)
+
+    decision = json.loads((workspace / params["paths"]["registry"] / "decision.json").read_text())
+    assert decision["version"] != first["version"]
+    assert decision["promote"] is False
+    assert any(reason.startswith(f"FAIL {IMPOSSIBLE}") for reason in decision["reasons"]), decision["reasons"]
+    assert decision["champion_version"] == first["version"]
+    aliases = json.loads(mlflow_query(workspace, env, (
+        "champion = c.get_model_version_by_alias('raincheck-derain', 'champion')\n"
+        "candidate = c.get_model_version_by_alias('raincheck-derain', 'candidate')\n"
+        "print(json.dumps({'champion': str(champion.version), 'candidate': str(candidate.version), "
+        "'gate': candidate.tags.get('gate')}))\n"
+    )))
+    assert aliases == {"champion": first["version"], "candidate": decision["version"], "gate": "failed"}
