@@ -397,6 +397,7 @@ class MaskedPriorSpec(Strict):
     init_from_prior: bool = True
     mask_channels: int = Field(12, ge=4, le=256)
     mask_deadzone: float = Field(0.1, ge=0, lt=1)  # mask values below this count as 0: pixel kept exactly
+    composition: Literal["replace", "darken"] = "replace"  # darken: rain only adds light, so only remove light
 
 
 class FusedPriorSpec(Strict):
@@ -419,6 +420,7 @@ class MaskedFusedSpec(Strict):
     init_from_prior: bool = True
     mask_channels: int = Field(12, ge=4, le=256)
     mask_deadzone: float = Field(0.1, ge=0, lt=1)
+    composition: Literal["replace", "darken"] = "replace"
     detail_channels: int = Field(16, ge=4, le=256)
     fidelity: float = Field(1.0, ge=0, le=2)
 
@@ -485,6 +487,8 @@ class Train(Strict):
     ema_decay: float = Field(0.999, ge=0, lt=1)
     latent_weight: float = Field(0.1, ge=0)
     mask_weight: float = Field(0.1, ge=0)  # BCE of the predicted rain mask against the rain layer (masked_*)
+    mask_target: Literal["soft", "binary"] = "soft"  # min(1, R / threshold), or R > threshold
+    branch_weight: float = Field(0.0, ge=0)  # L1 of a masked model's re-drawing P(x) on every pixel
     val_suites: list[str] = Field(default_factory=list)  # synthesize.suites validated on during training (val split)
     crop_size: int = Field(64, ge=8, le=4096)  # random crop from each training patch (<= curate.patch_size)
     augment: bool = True  # random flips / 90° rotations of the clean crop (before the rain is added)

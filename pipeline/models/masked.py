@@ -53,16 +53,19 @@ class MaskedComposition(DerainNet):
 
     m = max(0, p - deadzone) / (1 - deadzone) for the head's probability p: below the deadzone
     the pixel is returned bit for bit, so the faint doubts a sigmoid always leaves on dry texture
-    cannot soften a photo. After a training forward, `self.aux["mask_logits"]` holds the head's
-    logits (N, 1, H, W) for the mask loss (which sees p itself); at inference nothing is kept.
+    cannot soften a photo. After a training forward, `self.aux` holds the head's logits
+    (N, 1, H, W) for the mask loss (which sees p itself) and the branch's drawing P(x), which is
+    trained on every pixel (`train.branch_weight`), not only where the mask already opened; at
+    inference nothing is kept.
     """
 
-    def __init__(self, branch: DerainNet, mask_channels: int, deadzone: float = 0.0):
+    def __init__(self, branch: DerainNet, mask_channels: int, deadzone: float = 0.0, composition: str = "replace"):
         super().__init__()
         self.branch = branch
         self.stride = branch.stride
         self.mask_head = RainMaskHead(mask_channels)
         self.deadzone = deadzone
+        self.darken = composition == "darken"
         self.aux: dict[str, torch.Tensor] = {}
 
     @property
@@ -80,10 +83,12 @@ class MaskedComposition(DerainNet):
         return self._mask(self.mask_head(x))
 
     def restore(self, x: torch.Tensor, return_latent: bool):
-        logits = self.mask_head(x)
         drawn, latent = self.branch.restore(x, return_latent)
+        logits = self.mask_head(x)
         if self.training:
-            self.aux = {"mask_logits": logits}
+            self.aux = {"mask_logits": logits, "drawn": drawn}
+        if self.darken:  # every rain model here adds light: where the re-drawing is brighter, keep x
+            drawn = torch.minimum(drawn, x)
         return torch.lerp(x, drawn, self._mask(logits)), latent
 
 
@@ -98,12 +103,12 @@ def _prior_branch(spec, prior) -> DerainNet:
 
 @register_architecture("masked_prior", MaskedPriorSpec)
 def build_masked_prior(spec: MaskedPriorSpec, prior=None, **_: object) -> MaskedComposition:
-    return MaskedComposition(_prior_branch(spec, prior), spec.mask_channels, spec.mask_deadzone)
+    return MaskedComposition(_prior_branch(spec, prior), spec.mask_channels, spec.mask_deadzone, spec.composition)
 
 
 @register_architecture("masked_fused", MaskedFusedSpec)
 def build_masked_fused(spec: MaskedFusedSpec, prior=None, **_: object) -> MaskedComposition:
-    return MaskedComposition(_prior_branch(spec, prior), spec.mask_channels, spec.mask_deadzone)
+    return MaskedComposition(_prior_branch(spec, prior), spec.mask_channels, spec.mask_deadzone, spec.composition)
 
 
 register_variant("masked_prior_tiny", {"type": "masked_prior", "blocks": 1, "mask_channels": 4})

@@ -36,18 +36,24 @@ def load_matching_prior(params: Params, root: Path):
     return prior, path
 
 
-def mask_target(layer, threshold: float):
-    """The rain mask a masked model should predict: R / threshold clipped to [0, 1], (N, 1, H, W).
+def mask_target(layer, threshold: float, kind: str = "soft"):
+    """The rain mask a masked model should predict, float32 (N, 1, H, W) in [0, 1].
 
-    layer: the synthesized rain layer R, float32 N1HW in [0, 255]. Pixels at or above the
-    evaluation's mask threshold are rain (1); lighter rain is partly rain; dry pixels are 0.
+    layer: the synthesized rain layer R, float32 N1HW in [0, 255]. `soft`: R / threshold clipped
+    to [0, 1] (pixels at the evaluation's mask threshold and above are rain, lighter rain is
+    partly rain); `binary`: exactly the evaluation's mask R > threshold, so the faint tails of a
+    streak are left to the input instead of being re-drawn.
     """
+    if kind == "binary":
+        return (layer > threshold).float()
     return (layer / float(threshold)).clamp(0.0, 1.0)
 
 
-def training_loss(model, rainy, clean, latent_weight: float, layer=None, mask_weight: float = 0.0, threshold: float = 50):
+def training_loss(model, rainy, clean, latent_weight: float, layer=None, mask_weight: float = 0.0, threshold: float = 50,
+                  target_kind: str = "soft", branch_weight: float = 0.0):
     """L1(output, clean) [+ latent_weight · MSE(predicted latent, prior latent of clean)]
-    [+ mask_weight · BCE(predicted rain mask, mask_target(layer))]; returns (loss, {term: value}).
+    [+ mask_weight · BCE(predicted rain mask, mask_target(layer))]
+    [+ branch_weight · L1(the masked model's re-drawing P(x), clean)]; returns (loss, {term: value}).
     """
     import torch.nn.functional as F
 
@@ -58,10 +64,14 @@ def training_loss(model, rainy, clean, latent_weight: float, layer=None, mask_we
     if latent is not None and latent_weight > 0:
         terms["latent"] = F.mse_loss(latent, base.target_latent(clean))
         loss = loss + latent_weight * terms["latent"]
-    logits = getattr(base, "aux", {}).get("mask_logits")
+    aux = getattr(base, "aux", {})
+    logits = aux.get("mask_logits")
     if logits is not None and layer is not None and mask_weight > 0:
-        terms["mask"] = F.binary_cross_entropy_with_logits(logits, mask_target(layer, threshold))
+        terms["mask"] = F.binary_cross_entropy_with_logits(logits, mask_target(layer, threshold, target_kind))
         loss = loss + mask_weight * terms["mask"]
+    if "drawn" in aux and branch_weight > 0:
+        terms["branch"] = F.l1_loss(aux["drawn"], clean)
+        loss = loss + branch_weight * terms["branch"]
     return loss, terms
 
 
@@ -160,7 +170,7 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
         network.train()
         clean, rainy, layer = (to_device(t, device) for t in batch)
         loss, terms = training_loss(network, rainy, clean, cfg.latent_weight, layer, cfg.mask_weight,
-                                    params.evaluate.mask_threshold)
+                                    params.evaluate.mask_threshold, cfg.mask_target, cfg.branch_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
