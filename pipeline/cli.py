@@ -85,8 +85,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     project_environment(args.root)
     params = load_params(args.params)
-    written = predict_paths(params, args.input, args.output, version=args.version, tile=args.tile)
+    written, failures = predict_paths(params, args.input, args.output, version=args.version, tile=args.tile)
+    for path, reason in failures:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
     print(f"[raincheck] wrote {len(written)} derained image(s) to {args.output}")
+    if failures:
+        # Non-zero only when something was skipped, so scripts notice; the others are written.
+        print(f"error: {len(failures)} input(s) skipped: {', '.join(str(p) for p, _ in failures)}", file=sys.stderr)
+        return 1
     return 0
 
 

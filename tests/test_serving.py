@@ -73,6 +73,26 @@ def test_predict_derains_a_folder_of_odd_sizes(retrained, tmp_path):
     assert missing.returncode != 0 and "no such image or folder" in missing.stderr
 
 
+def test_predict_skips_bad_entries_and_keeps_same_stems_apart(retrained, tmp_path):
+    """One corrupt image and a folder named x.png are reported and skipped; the rest are written;
+    same.png and same.jpg do not overwrite each other; the exit code says something was skipped."""
+    source, target = tmp_path / "rainy", tmp_path / "derained"
+    source.mkdir()
+    rng = np.random.default_rng(4)
+    for name in ("a.png", "same.png", "same.jpg", "z.png"):
+        Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).save(source / name)
+    (source / "b_corrupt.png").write_bytes(b"\x89PNG not really")
+    (source / "x.png").mkdir()
+    done = _raincheck(retrained, "predict", str(source), str(target), "--version", "candidate", check=False)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "b_corrupt.png" in done.stderr and "x.png" in done.stderr and "2 input(s) skipped" in done.stderr
+    assert "wrote 4 derained" in done.stdout
+    written = sorted(p.name for p in target.iterdir())
+    assert written == ["a.png", "same.jpg.png", "same.png.png", "z.png"]
+    clean = _raincheck(retrained, "predict", str(source / "a.png"), str(tmp_path / "one.png"), "--version", "candidate")
+    assert clean.returncode == 0 and (tmp_path / "one.png").is_file()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
