@@ -165,7 +165,8 @@ def test_three_promotions_then_three_rollbacks_walk_the_history_back(built):
         assert f"-> {expected} (rolled back)" in out
         assert registry_state(workspace, env)["champion"] == expected
     shown = run([*cli, "history"], workspace, env).stdout
-    assert shown.count("rollback") == 3 and "champion now: 4; `raincheck registry rollback` would return to: 3" in shown
+    actions = [line.split()[2] for line in shown.splitlines()[2:] if line[:1].isdigit()]
+    assert actions == ["gate"] * 4 + ["promote"] * 3 + ["rollback"] * 3 and "champion now: 4; `raincheck registry rollback` would return to: 3" in shown
 
 
 def test_retrain_with_other_params_is_refused(built):
