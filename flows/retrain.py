@@ -77,8 +77,33 @@ def run_stage(root: Path, stage: str, force: bool = False) -> bool:
     return f"Running stage '{stage}'" in output
 
 
-@task(name="register", retries=2, retry_delay_seconds=[5, 30])
+def transient_failure(task, task_run, state) -> bool:
+    """Retry the register task only for what a retry can fix (a locked database, a crash): a
+    gate rule naming a missing metric or a refused params file fails the same way every time."""
+    from pipeline.config import ParamsError
+    from pipeline.registry.client import RegistryError
+    from pipeline.registry.promotion import GateError
+
+    error = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
+    return not isinstance(error, (GateError, ParamsError, RegistryError))
+
+
+class ParamsRefused(ValueError):
+    """A retrain was asked to use params other than the workspace's params.yaml."""
+
+
+def check_params_file(root: Path, params_file: str) -> None:
+    """The flow runs DVC stages, which read the workspace's params.yaml: any other file would
+    train with params.yaml and register the version under the other file's name and gate."""
+    if (Path(root) / params_file).resolve() != (Path(root) / "params.yaml").resolve():
+        raise ParamsRefused(f"--params {params_file}: the DVC stages read {Path(root) / 'params.yaml'}, so a retrain "
+                            f"must use it; install the other file with `raincheck profile NAME` (or copy it to params.yaml), then run again")
+
+
+@task(name="register", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=transient_failure)
 def register(root: Path, params_file: str, flow_run_id: str | None) -> dict:
+    """Register, gate and alias (pipeline.registry.register): resumable, so a retry finishes a
+    half-registered version instead of leaving it."""
     from pipeline.config import load_params
     from pipeline.registry.register import run_register
 
@@ -119,6 +144,7 @@ def retrain(root: str = ".", params_file: str = "params.yaml", refresh_pool_firs
     from pipeline.workspace import notify, workspace_lock
 
     workspace = Path(root).resolve()
+    check_params_file(workspace, params_file)
     params = load_params(workspace / params_file)
     with workspace_lock(workspace):
         data_change = refresh_pool(workspace, params_file, refresh_pool_first)
@@ -133,7 +159,7 @@ def retrain(root: str = ".", params_file: str = "params.yaml", refresh_pool_firs
     if curation.is_file():
         create_table_artifact(key="curation", table=[{"measure": k, "value": v} for k, v in sorted(read_json(curation).items())],
                               description="curated data: counts per split, duplicates, complexity quantiles")
-    if registration.get("created") and registration.get("promote"):
+    if registration.get("status") in {"created", "resumed"} and registration.get("promote"):
         notify("promotion", {"model": registration["model_name"], "version": registration["version"], "reasons": registration["reasons"]})
     return result
 
@@ -142,6 +168,11 @@ def main(root: Path, params_file: str = "params.yaml", refresh: bool = False, fo
     """Run the flow in `root` and print the summary (the environment is set by flows.__main__)."""
     from pipeline.workspace import prepare_workspace, print_summary
 
+    try:
+        check_params_file(root, params_file)
+    except ParamsRefused as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     prepare_workspace(root)
     result = retrain(str(root), params_file, refresh, force=force)
     print_summary(root, params_file, result)

@@ -71,10 +71,12 @@ def _cmd_registry(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     if args.action == "show":
         print(commands.show(params))
+    elif args.action == "history":
+        print(commands.show_history(params))
     elif args.action == "promote":
-        print(commands.promote(params, args.version, reason=args.reason))
+        print(commands.promote(params, args.version, reason=args.reason, root=args.root))
     elif args.action == "rollback":
-        print(commands.rollback(params, reason=args.reason))
+        print(commands.rollback(params, reason=args.reason, root=args.root))
     return 0
 
 
@@ -133,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--flow-run-id", default=None, help="Prefect flow run id to record in the lineage tags")
     reg.set_defaults(handler=_cmd_register)
 
-    registry = sub.add_parser("registry", parents=[common], help="show the model registry, promote a version by hand, roll back")
-    registry.add_argument("action", choices=["show", "promote", "rollback"])
+    registry = sub.add_parser("registry", parents=[common], help="show the model registry and the champion history, promote a version by hand, roll back")
+    registry.add_argument("action", choices=["show", "history", "promote", "rollback"])
     registry.add_argument("version", nargs="?", help="version to promote (with `promote`)")
     registry.add_argument("--reason", default="", help="why (recorded on the version)")
     registry.set_defaults(handler=_cmd_registry)
@@ -161,13 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         print("error: `raincheck registry promote` needs a VERSION", file=sys.stderr)
         return 2
     from pipeline.config import ParamsError
+    from pipeline.registry.client import RegistryError
 
     try:
         return args.handler(args)
     except ParamsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, RegistryError) as error:
         # Data and input problems are reported plainly; bugs keep their traceback.
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -551,6 +551,9 @@ class Evaluate(Strict):
 
 
 class Gates(Strict):
+    """The promotion gate: `floors` {<metric>/<suite>: minimum}, `champion_tolerance`
+    {<metric>/<suite>: dB the candidate may fall below the champion}. At least one rule."""
+
     floors: dict[str, float] = Field(default_factory=dict)
     champion_tolerance: dict[str, float] = Field(default_factory=dict)
 
@@ -562,11 +565,27 @@ class Gates(Strict):
                 raise ValueError(f"tolerance for {key!r} must be >= 0, got {value}")
         return tolerances
 
+    @model_validator(mode="after")
+    def _not_empty(self) -> "Gates":
+        # An empty gate must be a choice someone wrote down (`gates: none`), never an accident.
+        if not self.floors and not self.champion_tolerance:
+            raise ValueError("no rules: give floors and/or champion_tolerance, or write `gates: none` to register without a gate")
+        return self
+
 
 class Register(Strict):
     model_name: str = Field("raincheck-derain", min_length=1)
     prior_name: str = Field("raincheck-prior", min_length=1)
-    gates: Gates = Gates()
+    # Required: a missing section must stop the run, not promote ungated models. `none` = no gate.
+    gates: Annotated[
+        Union[Annotated[Gates, Tag("rules")], Annotated[Literal["none"], Tag("none")]],
+        Discriminator(lambda value: "none" if isinstance(value, str) else "rules"),  # one branch, one error
+    ]
+
+    @property
+    def rules(self) -> Optional[Gates]:
+        """The gate's rules, or None for an explicit `gates: none`."""
+        return None if self.gates == "none" else self.gates
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -623,7 +642,9 @@ class Params(Strict):
     evaluate: Evaluate
     schedule: Schedule = Schedule()
     study: Optional[Study] = None
-    register: Register = Register()  # shadows ABCMeta.register on the class only: harmless
+    # Required (the gate lives here). Field() says so explicitly: a bare annotation would take
+    # ABCMeta.register as its default. Shadows ABCMeta.register on the class only: harmless.
+    register: Register = Field()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Params":

@@ -51,11 +51,15 @@ def metrics_markdown(metrics: dict) -> str:
 
 def registration_lines(result: dict) -> list[str]:
     aliases = ", ".join(result.get("aliases") or []) or "none"
-    status = "new version" if result.get("created") else "already registered (same code, data, params)"
+    status = {"created": "new version", "resumed": "half-registered version finished",
+              "reproduced": "reproduced: identical weights already registered"}.get(result.get("status"), "new version" if result.get("created") else "already registered")
+    gate = "NONE (register.gates: none)" if result.get("gate") == "none" else ("PASSED" if result.get("promote") else "FAILED")
     lines = [
         f"registered model: {result['model_name']} version {result['version']} ({status})",
         f"aliases on this version: {aliases}; champion is version {result.get('champion_version')}",
-        "gate: " + ("PASSED" if result.get("promote") else "FAILED"),
+        *(f"note: {note}" for note in result.get("notes") or []),
+        *(f"WARNING: {warning}" for warning in result.get("warnings") or []),
+        "gate: " + gate,
     ]
     lines += [f"  {reason}" for reason in result.get("reasons", []) if reason]
     return lines
@@ -78,7 +82,8 @@ def run_markdown(result: dict, params) -> str:
         lines.append(f"### vs champion (version {registration.get('previous_champion')})")
         lines.append("| metric | candidate | champion |")
         lines.append("|---|---|---|")
-        for key in sorted(set(params.register.gates.floors) | set(params.register.gates.champion_tolerance)):
+        rules = params.register.rules
+        for key in sorted(set(rules.floors) | set(rules.champion_tolerance)) if rules is not None else []:
             lines.append(f"| {key} | {_cell(result['metrics'].get(key))} | {_cell(champion.get(key))} |")
         lines.append("")
     lines += ["## Registry", *(f"- {line.strip()}" for line in registration_lines(registration))]

@@ -72,3 +72,29 @@ def test_missing_and_invalid_yaml_files(tmp_path: Path):
     bad.write_text("seed: [1, 2\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_missing_register_section_is_an_error():
+    raw = _default()
+    del raw["register"]
+    with pytest.raises(ParamsError, match=r"register: Field required"):
+        parse_params(raw)
+
+
+def test_missing_gates_is_an_error_naming_the_key():
+    raw = _default()
+    del raw["register"]["gates"]
+    with pytest.raises(ParamsError, match=r"register\.gates: Field required"):
+        parse_params(raw)
+
+
+def test_empty_gates_must_be_written_as_none():
+    raw = _default()
+    raw["register"]["gates"] = {"floors": {}}
+    with pytest.raises(ParamsError, match=r"register\.gates.*no rules.*gates: none"):
+        parse_params(raw)
+    raw["register"]["gates"] = "nothing"
+    with pytest.raises(ParamsError, match=r"register\.gates.*'none'.*got 'nothing'"):
+        parse_params(raw)
+    raw["register"]["gates"] = "none"
+    assert parse_params(raw).register.rules is None

@@ -5,6 +5,7 @@ the registered model loaded back in a fresh process to derain an image of a new 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -48,6 +49,9 @@ def test_version_registered_with_lineage_and_alias(finished_run):
     assert tags["prior_version"] == out["prior"]
     assert tags["gate"] in {"passed", "failed"}
     assert tags["prefect_flow_run_id"]
+    assert tags["raincheck.state"] == "aliased"
+    model = workspace / finished_run["params"]["paths"]["model"] / "model.pt"
+    assert tags["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()  # candidate = the workspace's model
 
 
 def test_registered_model_derains_a_new_size_in_a_fresh_process(finished_run):

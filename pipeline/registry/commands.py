@@ -1,9 +1,17 @@
-"""`raincheck registry show|promote|rollback`: the registry as a team reads and steers it."""
+"""`raincheck registry show|history|promote|rollback`: the registry as a team reads and steers it.
+
+Promotions and rollbacks hold the registry lock and append to the champion history (history.py).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pipeline.config import Params
-from pipeline.registry.register import CANDIDATE, CHAMPION, RegistryError, alias_version, mlflow_client, version_metrics
+from pipeline.registry import history
+from pipeline.registry.client import (
+    CANDIDATE, CHAMPION, RegistryError, alias_version, mlflow_client, registry_lock, version_metrics, version_state,
+)
 
 GATED = ("psnr_rain/unseen", "psnr_bg/unseen", "psnr_rain_gain/unseen", "psnr/seen", "psnr/unseen")
 
@@ -16,13 +24,14 @@ def show(params: Params) -> str:
     if not versions:
         return f"{name}: no versions registered yet (run `make run`)."
     aliases = {alias: str(getattr(alias_version(client, name, alias), "version", "")) for alias in (CHAMPION, CANDIDATE)}
-    header = ["version", "aliases", "gate", *GATED, "git", "data"]
+    header = ["version", "aliases", "state", "gate", *GATED, "git", "data"]
     rows = []
     for version in versions:
         metrics = version_metrics(client, version)
         rows.append([
             version.version,
             ",".join(a for a, v in aliases.items() if v == str(version.version)) or "-",
+            version_state(version),
             version.tags.get("gate", "-") + (" (manual)" if version.tags.get("manual_promotion") else ""),
             *(f"{metrics[k]:.2f}" if k in metrics else "-" for k in GATED),
             version.tags.get("git_commit", "-")[:8],
@@ -34,31 +43,53 @@ def show(params: Params) -> str:
     return "\n".join(lines)
 
 
-def promote(params: Params, version: str, reason: str) -> str:
-    """Point `champion` at `version` by hand, recording who-knows-why on the version."""
+def promote(params: Params, version: str, reason: str, root: Path = Path(".")) -> str:
+    """Point `champion` at `version` by hand, recording why on the version and in the history."""
     if not reason:
-        raise RegistryError("a manual promotion needs --reason (it is recorded on the version)")
-    client = mlflow_client()
+        raise RegistryError("a manual promotion needs --reason (it is recorded on the version and in the history)")
     name = params.register.model_name
-    target = client.get_model_version(name, str(version))
-    current = alias_version(client, name, CHAMPION)
-    if current is not None and str(current.version) != str(target.version):
-        client.set_model_version_tag(name, target.version, "previous_champion", str(current.version))
-    client.set_model_version_tag(name, target.version, "manual_promotion", reason)
-    client.set_registered_model_alias(name, CHAMPION, target.version)
-    return f"{name}: champion -> version {target.version} ({reason})"
+    with registry_lock(root):
+        client = mlflow_client()
+        target = client.get_model_version(name, str(version))
+        if version_state(target) != "aliased":
+            raise RegistryError(f"{name} version {target.version} is half-registered (state {version_state(target)!r}): "
+                                "run `raincheck register` to finish it first")
+        current = alias_version(client, name, CHAMPION)
+        previous = str(current.version) if current is not None else None
+        if previous == str(target.version):
+            return f"{name}: version {target.version} is already the champion"
+        history.append(client, name, "promote", str(target.version), previous, reason)
+        if previous is not None:
+            client.set_model_version_tag(name, target.version, "previous_champion", previous)
+        client.set_model_version_tag(name, target.version, "manual_promotion", reason)
+        client.set_registered_model_alias(name, CHAMPION, target.version)
+    return f"{name}: champion {previous or '(none)'} -> version {target.version} ({reason})"
 
 
-def rollback(params: Params, reason: str = "") -> str:
-    """Move `champion` back to the version it replaced."""
+def rollback(params: Params, reason: str = "", root: Path = Path(".")) -> str:
+    """Move `champion` back one step in the history (to the champion the current one replaced)."""
+    name = params.register.model_name
+    with registry_lock(root):
+        client = mlflow_client()
+        current, previous = history.rollback_target(client, name)
+        history.append(client, name, "rollback", previous, current, reason or "rollback")
+        client.set_model_version_tag(name, current, "rolled_back", reason or "rollback")
+        client.set_registered_model_alias(name, CHAMPION, previous)
+    return f"{name}: champion {current} -> {previous} (rolled back)"
+
+
+def show_history(params: Params) -> str:
+    """Every champion change, oldest first, and where a rollback would go now."""
     client = mlflow_client()
     name = params.register.model_name
-    current = alias_version(client, name, CHAMPION)
-    if current is None:
-        raise RegistryError(f"{name} has no champion to roll back")
-    previous = current.tags.get("previous_champion")
-    if not previous:
-        raise RegistryError(f"{name} version {current.version} replaced no earlier champion: nothing to roll back to")
-    client.set_registered_model_alias(name, CHAMPION, previous)
-    client.set_model_version_tag(name, current.version, "rolled_back", reason or "rollback")
-    return f"{name}: champion {current.version} -> {previous} (rolled back)"
+    past = history.events(client, name)
+    if not past:
+        return f"{name}: no champion changes recorded yet"
+    header = ["seq", "at", "action", "champion", "was", "reason"]
+    rows = [[str(e["seq"]), e["at"], e["action"], e["version"], e["from"] or "-", e["reason"] or "-"] for e in past]
+    widths = [max(len(x) for x in column) for column in zip(header, *rows)]
+    lines = [f"champion history of {name}"] + ["  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    stack = history.champion_stack(past)
+    lines.append(f"champion now: {stack[-1] if stack else '-'}; `raincheck registry rollback` would return to: "
+                 f"{stack[-2] if len(stack) > 1 else 'nothing (first champion)'}")
+    return "\n".join(lines)

@@ -1,4 +1,9 @@
-"""Lineage of a pipeline run: which code, data and params produced a model."""
+"""Lineage of a pipeline run: which code, data and params produced a model.
+
+A version's identity (`lineage_key`) is built from content only: the digest of the stage code as
+it is on disk (committed or not), the data digest and the digest of the params that shape the
+model. The git commit and dirty flag are recorded beside it, for people, but never decide it.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,32 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             sha.update(block)
     return sha.hexdigest()
+
+
+# The code a pipeline run executes: the library, the flows and the DAG. Globs relative to the root.
+CODE_GLOBS = ("pipeline/**/*.py", "flows/**/*.py", "dvc.yaml")
+# Params sections that never change the weights or the metrics: the gate, the schedule, the study.
+NON_MODEL_SECTIONS = {"register", "schedule", "study"}
+
+
+def code_digest(root: Path) -> str:
+    """sha256 over the stage source files as they are on disk: sorted relative paths and bytes.
+
+    Uncommitted edits count, caches (__pycache__) do not; a renamed file changes the digest.
+    """
+    root = Path(root)
+    files = sorted({path for pattern in CODE_GLOBS for path in root.glob(pattern) if path.is_file() and "__pycache__" not in path.parts})
+    sha = hashlib.sha256()
+    for path in files:
+        relative = path.relative_to(root).as_posix().encode()
+        sha.update(len(relative).to_bytes(4, "big") + relative)  # length-prefixed: no path/content ambiguity
+        sha.update(bytes.fromhex(file_sha256(path)))
+    return sha.hexdigest()
+
+
+def model_params_digest(params: Params) -> str:
+    """Digest of the params that determine the model (everything but the gate, schedule, study)."""
+    return digest(params.model_dump(mode="json", exclude=NON_MODEL_SECTIONS))
 
 
 def git_commit(root: Path) -> tuple[str, bool]:
@@ -47,22 +78,24 @@ def lineage_tags(params: Params, root: Path, flow_run_id: str | None = None) -> 
     model = root / params.paths.model / "model.pt"
     prior = root / params.paths.prior / "prior.pt"
     tags = {
-        "git_commit": commit,
+        "git_commit": commit,  # informative: the identity is content (code_digest), not a commit
         "git_dirty": str(dirty).lower(),
+        "code_digest": code_digest(root),
         "data_digest": data_digest(params, root),
         "params_digest": digest(params),
+        "model_params_digest": model_params_digest(params),
         "profile": params.profile,
         "model_sha256": file_sha256(model) if model.is_file() else "missing",
         "prior_sha256": file_sha256(prior) if prior.is_file() else "missing",
     }
     if flow_run_id:
         tags["prefect_flow_run_id"] = flow_run_id
-    identity = ["git_commit", "data_digest", "params_digest"]
+    identity = ["code_digest", "data_digest", "model_params_digest"]
     prior_metrics = root / params.paths.prior / "metrics.json"  # a pretrained prior's origin is in it
     origin = read_json(prior_metrics).get("source") if prior_metrics.is_file() else None
     if params.prior.model.type == "pretrained_autoencoder" and origin:
         tags.update(prior_source_path=str(origin["path"]), prior_source_sha256=str(origin["sha256"]))
         identity.append("prior_source_sha256")  # new weights at the same path are a new lineage
-    # Identity of a training configuration: same code + data + params (+ outside prior) => same version.
+    # Identity of a training configuration: same code on disk + data + params (+ outside prior).
     tags["lineage_key"] = digest({k: tags[k] for k in identity})
     return tags

@@ -1,230 +1,216 @@
 """Register the prior and the deraining model in MLflow, with lineage, and apply the gate.
 
-One MLflow run per registered version, holding the params, the evaluation metrics, the training
-curves, the reports and the pyfunc model. Registration is idempotent: a version whose lineage key
-(code + data + params) already exists is returned instead of duplicated. The `champion` alias
-moves only when the gate in params.register.gates passes; every version gets `candidate`.
+Identity: a version is its weights. The workspace's `model.pt` (by sha256) is looked up first; a
+model already registered is never registered twice, whatever git says (lineage.py records code,
+data and params digests beside it). A new model is always registered and gated.
+
+Registration is a resumable state machine recorded in the version tag `raincheck.state`:
+
+    created    the version exists, with its lineage tags and the MLflow run holding its metrics
+    evaluated  the champion to compare with is fixed (tag `gate_champion`)
+    gated      the decision is recorded (tags `gate`, `gate_reasons`)
+    aliased    `candidate` points at it and, when the gate passed, `champion` too (with a history event)
+
+A crash or a transient error anywhere leaves the version in the last state it reached; the next
+run (Prefect's retry included) finds it by its weights and finishes it with the same decision. The
+whole registration holds the registry lock (client.registry_lock).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
-from pipeline.config import Params
-from pipeline.io import read_csv, read_json, write_json
+from pipeline.config import Params, digest, load_params
+from pipeline.io import read_json, write_json
+from pipeline.registry import history
+from pipeline.registry.client import (  # noqa: F401 (re-exported: callers import them from here)
+    CANDIDATE, CHAMPION, CURRENT, EXPERIMENT, STATE_TAG, STATES, RegistryError, alias_version, ensure_experiment,
+    find_version, mlflow_client, registry_lock, version_metrics, version_state,
+)
 from pipeline.registry.lineage import lineage_tags
-from pipeline.registry.promotion import decide
+from pipeline.registry.mlflow_log import log_derain_run, numeric, pip_requirements, register_prior  # noqa: F401
+from pipeline.registry.promotion import Decision, check_rules, decide
 
-EXPERIMENT = "raincheck"
-CANDIDATE, CHAMPION, CURRENT = "candidate", "champion", "current"
-# What the served model needs; explicit so logging never runs a pip resolution (offline-safe).
-PIP_REQUIREMENTS = ["torch>=2.4", "timm>=1.0", "numpy>=2", "pillow", "pandas", "pydantic>=2", "pyyaml"]
-DIFFUSERS_REQUIREMENT = "diffusers>=0.30,<1"  # rebuilds a pretrained_autoencoder prior's architecture
-
-
-class RegistryError(RuntimeError):
-    """The registry cannot do what was asked; the message says why."""
+# Fault injection for the crash-recovery tests and for drills: set to a state name and the
+# registration fails right after reaching it, as a crash or a "database is locked" would. With
+# FAULT_ONCE_ENV set to a file path, it fails only while that file does not exist (and creates it).
+FAULT_ENV, FAULT_ONCE_ENV = "RAINCHECK_FAULT_AFTER_STATE", "RAINCHECK_FAULT_ONCE"
 
 
-def mlflow_client():
-    """An MlflowClient on MLFLOW_TRACKING_URI (SQLite by default, see pipeline.runtime)."""
-    import mlflow
-
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        raise RegistryError("MLFLOW_TRACKING_URI is not set (pipeline.runtime.project_environment sets a default)")
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+class InjectedFault(RuntimeError):
+    """The fault FAULT_ENV asked for: transient by design, so Prefect's retries apply to it."""
 
 
-def ensure_experiment(client, name: str = EXPERIMENT) -> str:
-    """The experiment id, creating it with an explicit artifact location if needed."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    artifacts = Path(os.environ.get("RAINCHECK_MLFLOW_ARTIFACTS", ".raincheck/mlartifacts")).resolve()
-    artifacts.mkdir(parents=True, exist_ok=True)
-    return client.create_experiment(name, artifact_location=artifacts.as_uri())
-
-
-def find_version(client, model_name: str, tag: str, value: str):
-    """The newest registered version of `model_name` whose tag `tag` equals `value`, or None."""
-    versions = [v for v in client.search_model_versions(f"name='{model_name}'") if v.tags.get(tag) == value]
-    return max(versions, key=lambda v: int(v.version)) if versions else None
-
-
-def alias_version(client, model_name: str, alias: str):
-    """The version an alias points at, or None (first run, or no such registered model)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(model_name, alias)
-    except MlflowException:
-        return None
-
-
-def version_metrics(client, version) -> dict[str, float]:
-    """The metrics of the MLflow run a registered version came from (empty if unknown)."""
-    run_id = version.run_id or version.tags.get("mlflow_run_id")
-    return dict(client.get_run(run_id).data.metrics) if run_id else {}
-
-
-def _flatten(prefix: str, obj: object) -> dict[str, str]:
-    if isinstance(obj, dict):
-        out: dict[str, str] = {}
-        for key, value in obj.items():
-            out.update(_flatten(f"{prefix}.{key}" if prefix else str(key), value))
-        return out
-    return {prefix: str(obj)[:500]}
-
-
-def _log_curves(mlflow, log_csv: Path, prefix: str) -> None:
-    """Log a training log.csv (column `step` + numeric columns) as step-wise metrics."""
-    if not log_csv.is_file():
+def _fault(state: str) -> None:
+    if os.environ.get(FAULT_ENV) != state:
         return
-    for row in read_csv(log_csv):
-        step = int(float(row.pop("step")))
-        for key, value in row.items():
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                continue
-            if number == number:  # skip NaN
-                mlflow.log_metric(f"{prefix}/{key}", number, step=step)
+    marker = os.environ.get(FAULT_ONCE_ENV)
+    if marker:
+        if Path(marker).exists():
+            return
+        Path(marker).touch()
+    raise InjectedFault(f"fault injected after state {state!r} ({FAULT_ENV}={state})")
+NO_GATE_WARNING = "WARN register.gates is `none` in params.yaml: promoted without a gate"
 
 
-def _numeric(metrics: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
+def _advance(client, name: str, version: str, tags: dict, state: str, **new_tags: str) -> None:
+    """Record `new_tags` and then the new state (so a state is never ahead of its data)."""
+    for key, value in {**new_tags, STATE_TAG: state}.items():
+        client.set_model_version_tag(name, version, key, value)
+        tags[key] = value
+    _fault(state)
 
 
-def pip_requirements(params: Params) -> list[str]:
-    """What the served models need: diffusers too when the prior is a pretrained diffusers autoencoder."""
-    if params.prior.model.type == "pretrained_autoencoder":
-        return [*PIP_REQUIREMENTS, DIFFUSERS_REQUIREMENT]
-    return list(PIP_REQUIREMENTS)
+def check_params_file(params: Params, root: Path) -> None:
+    """Refuse params other than the workspace's params.yaml: the DVC stages that built the model
+    read that file, so any other would mislabel the version."""
+    workspace = Path(root) / "params.yaml"
+    if not workspace.is_file() or digest(load_params(workspace)) != digest(params):
+        raise RegistryError(f"the params given differ from {workspace}, which the DVC stages read: register with {workspace} "
+                            "(or install the other file with `raincheck profile NAME`, then run again)")
 
 
-def register_prior(client, params: Params, root: Path, tags: dict[str, str]) -> str:
-    """Register the prior as its own model (idempotent on its checkpoint digest); returns its version."""
+def gate_metrics(client, version) -> dict[str, float]:
+    """A version's metrics as the gate sees them: its run's metrics, plus NaN for the keys the
+    evaluation wrote as NaN (MLflow drops them; a NaN fails its rule, a missing key is an error)."""
+    metrics = version_metrics(client, version)
+    metrics.update({key: math.nan for key in version.tags.get("nan_metrics", "").split(",") if key and key not in metrics})
+    return metrics
+
+
+def _gate(client, params: Params, name: str, version: str, tags: dict) -> Decision:
+    """The decision for a version at state `evaluated`: its own metrics vs the recorded champion."""
+    candidate = gate_metrics(client, client.get_model_version(name, version))
+    reference = tags["gate_champion"]
+    champion = gate_metrics(client, client.get_model_version(name, reference)) if reference != "none" else None
+    rules = params.register.rules
+    if rules is None:
+        return Decision(True, [NO_GATE_WARNING])
+    check_rules(candidate, champion, rules.floors, rules.champion_tolerance, champion_label=f"champion version {reference}")
+    return decide(candidate, champion, rules.floors, rules.champion_tolerance)
+
+
+def finish(client, params: Params, version) -> dict:
+    """Walk one version from its current state to `aliased`; returns what the gate decided."""
+    name, number, tags = params.register.model_name, str(version.version), dict(version.tags)
+    state = version_state(version)
+    if state == "created":
+        champion = alias_version(client, name, CHAMPION)
+        reference = str(champion.version) if champion is not None and str(champion.version) != number else "none"
+        _advance(client, name, number, tags, "evaluated", gate_champion=reference)
+        state = "evaluated"
+    if state == "evaluated":
+        decision = _gate(client, params, name, number, tags)
+        _advance(client, name, number, tags, "gated", gate="passed" if decision.promote else "failed",
+                 gate_reasons="\n".join(decision.reasons))
+        state = "gated"
+    if state == "gated":
+        client.set_registered_model_alias(name, CANDIDATE, number)
+        if tags["gate"] == "passed":
+            _crown(client, name, number, tags)
+        _advance(client, name, number, tags, "aliased")
+    return {"promote": tags.get("gate") == "passed", "reasons": tags.get("gate_reasons", "").split("\n"),
+            "gate_champion": tags.get("gate_champion")}
+
+
+def _crown(client, name: str, number: str, tags: dict) -> None:
+    """Make `number` the champion, history first: a crash between the two is finished by the next
+    run without a second history event."""
+    current = alias_version(client, name, CHAMPION)
+    if current is not None and str(current.version) == number:
+        return
+    past = history.events(client, name)
+    if not past or past[-1]["version"] != number or past[-1]["action"] not in history.PUSH_ACTIONS:
+        history.append(client, name, "gate", number, str(current.version) if current else None, reason="gate passed")
+    if current is not None:
+        client.set_model_version_tag(name, number, "previous_champion", str(current.version))
+    client.set_registered_model_alias(name, CHAMPION, number)
+
+
+def _create(client, params: Params, root: Path, tags: dict[str, str], metrics: dict[str, float]):
+    """Log the run and create the version at state `created` (tags set with the version)."""
     import mlflow
 
-    from pipeline.serving.pyfunc import CHECKPOINT_ARTIFACT, PriorPyfunc, signature
-
-    existing = find_version(client, params.register.prior_name, "prior_sha256", tags["prior_sha256"])
-    if existing is not None:
-        return existing.version
-    prior_dir = root / params.paths.prior
-    with mlflow.start_run(experiment_id=ensure_experiment(client), run_name="prior") as run:
-        mlflow.set_tags({**tags, "raincheck.kind": "prior"})
-        mlflow.log_params(_flatten("prior", params.prior.model_dump(mode="json")))
-        metrics = prior_dir / "metrics.json"
-        if metrics.is_file():
-            mlflow.log_metrics(_numeric(read_json(metrics)))
-        _log_curves(mlflow, prior_dir / "log.csv", "prior")
-        if (prior_dir / "recon.png").is_file():
-            mlflow.log_artifact(str(prior_dir / "recon.png"), artifact_path="reports")
-        info = mlflow.pyfunc.log_model(
-            name="prior",
-            python_model=PriorPyfunc(),
-            artifacts={CHECKPOINT_ARTIFACT: str(prior_dir / "prior.pt")},
-            code_paths=[str(Path(__file__).resolve().parents[1])],
-            signature=signature(),
-            pip_requirements=pip_requirements(params),
-        )
-    version = mlflow.register_model(info.model_uri, params.register.prior_name, tags={**tags, "mlflow_run_id": run.info.run_id})
-    client.set_registered_model_alias(params.register.prior_name, CURRENT, version.version)
-    return version.version
+    prior_version = register_prior(client, params, root, tags)
+    tags = {**tags, "prior_model": params.register.prior_name, "prior_version": str(prior_version)}
+    run_id, model_uri = log_derain_run(client, params, root, tags, metrics)
+    version = mlflow.register_model(model_uri, params.register.model_name, tags={**tags, "mlflow_run_id": run_id, STATE_TAG: "created"})
+    _fault("created")
+    return client.get_model_version(params.register.model_name, version.version)
 
 
-def _log_derain_run(client, params: Params, root: Path, tags: dict[str, str], metrics: dict[str, float]) -> tuple[str, str]:
-    """One MLflow run with everything about this model; returns (run id, logged model URI)."""
-    import mlflow
-
-    from pipeline.serving.pyfunc import CHECKPOINT_ARTIFACT, DerainPyfunc, signature
-
-    paths = params.paths
-    with mlflow.start_run(experiment_id=ensure_experiment(client), run_name="derain") as run:
-        mlflow.set_tags({**tags, "raincheck.kind": "derain"})
-        mlflow.log_params(_flatten("", params.model_dump(mode="json", exclude={"register"})))
-        mlflow.log_metrics(metrics)
-        train_metrics = root / paths.model / "metrics.json"
-        if train_metrics.is_file():
-            mlflow.log_metrics({f"train/{k}": v for k, v in _numeric(read_json(train_metrics)).items()})
-        _log_curves(mlflow, root / paths.model / "log.csv", "train")
-        for path in (
-            root / paths.evaluation / "report.png",
-            root / paths.evaluation / "per_image.csv",
-            root / paths.curated / "report.png",
-            root / paths.curated / "summary.json",
-            root / paths.curated / "checks.json",
-            root / paths.suites / "gallery.png",
-            root / "params.yaml",
-            root / "dvc.lock",
-        ):
-            if path.is_file():
-                mlflow.log_artifact(str(path), artifact_path="reports")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=DerainPyfunc(tile=params.evaluate.tile, overlap=params.evaluate.overlap),
-            artifacts={CHECKPOINT_ARTIFACT: str(root / paths.model / "model.pt")},
-            code_paths=[str(Path(__file__).resolve().parents[1])],
-            signature=signature(),
-            pip_requirements=pip_requirements(params),
-        )
-        return run.info.run_id, info.model_uri
+def _precheck(client, params: Params, metrics: dict[str, float]) -> None:
+    """Fail closed before anything is created: every rule's metric must exist."""
+    rules = params.register.rules
+    if rules is None:
+        return
+    champion = alias_version(client, params.register.model_name, CHAMPION)
+    reference = gate_metrics(client, champion) if champion is not None else None
+    label = f"champion version {champion.version}" if champion is not None else "the champion"
+    check_rules(metrics, reference, rules.floors, rules.champion_tolerance, champion_label=label)
 
 
 def run_register(params: Params, root: Path, flow_run_id: str | None = None) -> dict:
     """Register prior + deraining model, apply the gate, move aliases; returns the decision.
 
-    Writes `{paths.registry}/decision.json` (the gate decision and its reasons).
+    Writes `{paths.registry}/decision.json`. Raises RegistryError (params other than params.yaml,
+    no model) and promotion.GateError (a rule names a metric that does not exist).
     """
-    import mlflow
-
     root = Path(root)
+    check_params_file(params, root)
     metrics_file = root / params.paths.evaluation / "metrics.json"
     if not metrics_file.is_file():
         raise RegistryError(f"{metrics_file} is missing: run the evaluate step first")
-    metrics = _numeric(read_json(metrics_file))
-    client = mlflow_client()
-    tags = lineage_tags(params, root, flow_run_id)
+    evaluated = read_json(metrics_file)
+    metrics = numeric(evaluated)
+    nan_keys = sorted(k for k, v in evaluated.items() if isinstance(v, float) and math.isnan(v))
     name = params.register.model_name
-
-    existing = find_version(client, name, "lineage_key", tags["lineage_key"])
-    if existing is not None:
-        result = {
-            "model_name": name,
-            "version": str(existing.version),
-            "created": False,
-            "promote": existing.tags.get("gate") == "passed",
-            "reasons": existing.tags.get("gate_reasons", "").split("\n"),
-            "note": "same code, data and params as this version: nothing new registered",
-        }
-    else:
-        prior_version = register_prior(client, params, root, tags)
-        tags = {**tags, "prior_model": params.register.prior_name, "prior_version": str(prior_version)}
-        run_id, model_uri = _log_derain_run(client, params, root, tags, metrics)
-        version = mlflow.register_model(model_uri, name, tags={**tags, "mlflow_run_id": run_id})
-        client.set_registered_model_alias(name, CANDIDATE, version.version)
-
-        champion = alias_version(client, name, CHAMPION)
-        champion_metrics = version_metrics(client, champion) if champion else None
-        decision = decide(metrics, champion_metrics, params.register.gates.floors, params.register.gates.champion_tolerance)
-        client.set_model_version_tag(name, version.version, "gate", "passed" if decision.promote else "failed")
-        client.set_model_version_tag(name, version.version, "gate_reasons", "\n".join(decision.reasons))
-        if decision.promote:
-            if champion is not None:
-                client.set_model_version_tag(name, version.version, "previous_champion", str(champion.version))
-            client.set_registered_model_alias(name, CHAMPION, version.version)
-        result = {"model_name": name, "version": str(version.version), "created": True, "run_id": run_id,
-                  "prior_version": str(prior_version), "previous_champion": str(champion.version) if champion else None,
-                  "champion_metrics": dict(champion_metrics or {}), **decision.as_dict()}
-
-    champion = alias_version(client, name, CHAMPION)
-    result["champion_version"] = str(champion.version) if champion else None
-    result["aliases"] = sorted(alias for alias in (CANDIDATE, CHAMPION) if (v := alias_version(client, name, alias)) and str(v.version) == result["version"])
-    result["tracking_uri"] = os.environ.get("MLFLOW_TRACKING_URI")
+    with registry_lock(root):
+        client = mlflow_client()
+        tags = lineage_tags(params, root, flow_run_id)
+        if tags["model_sha256"] == "missing":
+            raise RegistryError(f"{root / params.paths.model / 'model.pt'} is missing: run the train step first")
+        version = find_version(client, name, "model_sha256", tags["model_sha256"])
+        notes = []
+        if version is not None and version_state(version) == "aliased":
+            status = "reproduced"
+            notes.append(f"identical weights to version {version.version} (model_sha256 {tags['model_sha256'][:12]}): nothing new registered")
+            client.set_registered_model_alias(name, CANDIDATE, version.version)  # the workspace's model is the candidate
+        elif version is not None:
+            status = "resumed"
+            notes.append(f"finished version {version.version}, left at state {version_state(version)!r} by an interrupted registration")
+        else:
+            status = "created"
+            twin = find_version(client, name, "lineage_key", tags["lineage_key"])
+            if twin is not None:
+                notes.append(f"same code, data and params as version {twin.version} but different weights (training is not bit-reproducible)")
+            _precheck(client, params, {**metrics, **{key: math.nan for key in nan_keys}})
+            version = _create(client, params, root, {**tags, **({"nan_metrics": ",".join(nan_keys)[:5000]} if nan_keys else {})}, metrics)
+        outcome = finish(client, params, version) if status != "reproduced" else {
+            "promote": version.tags.get("gate") == "passed", "reasons": version.tags.get("gate_reasons", "").split("\n"),
+            "gate_champion": version.tags.get("gate_champion")}
+        result = _summary(client, params, client.get_model_version(name, version.version), status, outcome, notes)
     write_json(root / params.paths.registry / "decision.json", result)
     return result
+
+
+def _summary(client, params: Params, version, status: str, outcome: dict, notes: list[str]) -> dict:
+    """What decision.json and the run summary say about this registration."""
+    name, tags = params.register.model_name, version.tags
+    reference = outcome.get("gate_champion")
+    champion_metrics = version_metrics(client, client.get_model_version(name, reference)) if reference not in (None, "none") else {}
+    champion = alias_version(client, name, CHAMPION)
+    aliases = sorted(a for a in (CANDIDATE, CHAMPION) if (v := alias_version(client, name, a)) and str(v.version) == str(version.version))
+    return {
+        "model_name": name, "version": str(version.version), "status": status, "created": status == "created",
+        "state": version_state(version), "promote": outcome["promote"], "reasons": [r for r in outcome["reasons"] if r],
+        "gate": "none" if params.register.rules is None else tags.get("gate"),
+        "warnings": [NO_GATE_WARNING] if params.register.rules is None else [], "notes": notes,
+        "run_id": version.run_id, "prior_version": tags.get("prior_version"), "model_sha256": tags.get("model_sha256"),
+        "lineage_key": tags.get("lineage_key"), "code_digest": tags.get("code_digest"),
+        "previous_champion": None if reference in (None, "none") else reference, "champion_metrics": champion_metrics,
+        "champion_version": str(champion.version) if champion else None, "aliases": aliases,
+        "tracking_uri": os.environ.get("MLFLOW_TRACKING_URI"),
+    }

@@ -1,0 +1,108 @@
+"""The MLflow registry as raincheck talks to it: the client, lookups, the registry lock.
+
+Nothing here decides anything; register.py (the state machine), history.py and commands.py do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+EXPERIMENT = "raincheck"
+CANDIDATE, CHAMPION, CURRENT = "candidate", "champion", "current"
+STATE_TAG = "raincheck.state"
+# The registration states, in order: a version walks them one by one (register.py).
+STATES = ("created", "evaluated", "gated", "aliased")
+LOCK_TIMEOUT_S = 600.0  # a registration takes seconds; a lock held this long is a stuck process
+
+
+class RegistryError(RuntimeError):
+    """The registry cannot do what was asked; the message says why."""
+
+
+def mlflow_client():
+    """An MlflowClient on MLFLOW_TRACKING_URI (SQLite by default, see pipeline.runtime)."""
+    import mlflow
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise RegistryError("MLFLOW_TRACKING_URI is not set (pipeline.runtime.project_environment sets a default)")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextlib.contextmanager
+def registry_lock(root: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold `.raincheck/registry.lock`: registrations, promotions and rollbacks from this
+    workspace run one at a time, so two concurrent `raincheck register` mint one version.
+
+    (A registry shared by several machines needs the lock on shared storage: set
+    RAINCHECK_REGISTRY_LOCK to a path there.)
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(os.environ.get("RAINCHECK_REGISTRY_LOCK") or Path(root) / ".raincheck" / "registry.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        raise RegistryError(f"another registration has held {path} for {timeout:g} s; is a raincheck process stuck?") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def ensure_experiment(client, name: str = EXPERIMENT) -> str:
+    """The experiment id, creating it with an explicit artifact location if needed."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifacts = Path(os.environ.get("RAINCHECK_MLFLOW_ARTIFACTS", ".raincheck/mlartifacts")).resolve()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return client.create_experiment(name, artifact_location=artifacts.as_uri())
+
+
+def model_versions(client, model_name: str) -> list:
+    """Every version of `model_name`, oldest first (empty when the model does not exist yet)."""
+    return sorted(client.search_model_versions(f"name='{model_name}'"), key=lambda v: int(v.version))
+
+
+def find_version(client, model_name: str, tag: str, value: str):
+    """The oldest registered version of `model_name` whose tag `tag` equals `value`, or None.
+
+    Oldest: if an older raincheck minted duplicates, the first one is the one people know.
+    """
+    return next((v for v in model_versions(client, model_name) if v.tags.get(tag) == value), None)
+
+
+def version_state(version) -> str:
+    """Where a version is in created -> evaluated -> gated -> aliased.
+
+    Versions registered before the state tag existed count as aliased once they carry a gate
+    result, and as created otherwise (the half-registered case the state machine finishes).
+    """
+    state = version.tags.get(STATE_TAG)
+    if state in STATES:
+        return state
+    return "aliased" if version.tags.get("gate") in {"passed", "failed"} else "created"
+
+
+def alias_version(client, model_name: str, alias: str):
+    """The version an alias points at, or None (first run, or no such registered model)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
+
+
+def version_metrics(client, version) -> dict[str, float]:
+    """The metrics of the MLflow run a registered version came from (empty if unknown)."""
+    run_id = version.run_id or version.tags.get("mlflow_run_id")
+    return dict(client.get_run(run_id).data.metrics) if run_id else {}
