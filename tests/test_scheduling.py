@@ -141,8 +141,13 @@ def test_broken_source_fails_readably_and_keeps_champion(served):
     write_photos(base / "few", 1, seed=99)
     params = dict(served["params"])
     params["ingest"] = {**params["ingest"], "sources": [{"type": "folder", "path": str(broken)}, {"type": "folder", "path": str(base / "few")}]}
-    (workspace / "params-broken.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = _trigger(served, {"params_file": "params-broken.yaml", "refresh_pool_first": True})
+    # The stages read params.yaml only (another --params file is refused), so the broken sources go there.
+    original = (workspace / "params.yaml").read_text()
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        result = _trigger(served, {"refresh_pool_first": True})
+    finally:
+        (workspace / "params.yaml").write_text(original)
     assert result["state"] == "FAILED"
     assert "ingest failed" in result["message"]
     assert _champion(served) == champion_before
