@@ -115,6 +115,15 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("raincheck")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="raincheck",
@@ -125,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
     common.add_argument("--root", type=Path, default=Path("."), help="workspace root (default: current directory)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     for step, (_, _, help_text) in STEPS.items():
@@ -162,18 +172,36 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "action", None) == "promote" and not args.version:
         print("error: `raincheck registry promote` needs a VERSION", file=sys.stderr)
         return 2
+    root = getattr(args, "root", None)
+    if root is not None and not Path(root).is_dir():
+        print(f"error: --root {root} is not a directory (give the workspace: the folder with params.yaml)", file=sys.stderr)
+        return 2
     from pipeline.config import ParamsError
-    from pipeline.registry.client import RegistryError
 
     try:
         return args.handler(args)
     except ParamsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, RegistryError) as error:
-        # Data and input problems are reported plainly; bugs keep their traceback.
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        if not _expected(error):
+            raise  # bugs keep their traceback
+        # Data, input and registry problems are reported plainly, on one line.
+        print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
         return 1
+
+
+def _expected(error: Exception) -> bool:
+    """Errors a user causes (paths, inputs, registry state), as opposed to bugs."""
+    from pipeline.registry.client import RegistryError
+
+    if isinstance(error, (FileNotFoundError, ValueError, RegistryError)):
+        return True
+    try:
+        from mlflow.exceptions import MlflowException
+    except ImportError:
+        return False
+    return isinstance(error, MlflowException)
 
 
 if __name__ == "__main__":

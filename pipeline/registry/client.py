@@ -106,3 +106,22 @@ def version_metrics(client, version) -> dict[str, float]:
     """The metrics of the MLflow run a registered version came from (empty if unknown)."""
     run_id = version.run_id or version.tags.get("mlflow_run_id")
     return dict(client.get_run(run_id).data.metrics) if run_id else {}
+
+
+def resolve_version(client, model_name: str, version: str | None, default_alias: str = CHAMPION):
+    """The version a user named (a number, an alias, or None for `default_alias`); RegistryError
+    naming what exists when there is no such version or alias."""
+    numbers = [str(v.version) for v in model_versions(client, model_name)]
+    if not numbers:
+        raise RegistryError(f"{model_name}: no versions registered yet (run `make run` first)")
+    wanted = default_alias if version is None else str(version)
+    found = None
+    if wanted.isdigit():
+        found = next((v for v in model_versions(client, model_name) if str(v.version) == wanted), None)
+    else:
+        found = alias_version(client, model_name, wanted)
+    if found is None:
+        aliases = [a for a in (CHAMPION, CANDIDATE) if alias_version(client, model_name, a) is not None]
+        raise RegistryError(f"{model_name} has no version or alias {wanted!r}; versions: {', '.join(numbers)}; "
+                            f"aliases: {', '.join(aliases) or 'none'}")
+    return found

@@ -10,7 +10,8 @@ from pathlib import Path
 from pipeline.config import Params
 from pipeline.registry import history
 from pipeline.registry.client import (
-    CANDIDATE, CHAMPION, RegistryError, alias_version, mlflow_client, registry_lock, version_metrics, version_state,
+    CANDIDATE, CHAMPION, RegistryError, alias_version, mlflow_client, registry_lock, resolve_version, version_metrics,
+    version_state,
 )
 
 GATED = ("psnr_rain/unseen", "psnr_bg/unseen", "psnr_rain_gain/unseen", "psnr/seen", "psnr/unseen")
@@ -50,7 +51,7 @@ def promote(params: Params, version: str, reason: str, root: Path = Path(".")) -
     name = params.register.model_name
     with registry_lock(root):
         client = mlflow_client()
-        target = client.get_model_version(name, str(version))
+        target = resolve_version(client, name, str(version))
         if version_state(target) != "aliased":
             raise RegistryError(f"{name} version {target.version} is half-registered (state {version_state(target)!r}): "
                                 "run `raincheck register` to finish it first")

@@ -51,11 +51,17 @@ def model_params_digest(params: Params) -> str:
     return digest(params.model_dump(mode="json", exclude=NON_MODEL_SECTIONS))
 
 
+# The tracked files that define a run (git_dirty looks at these only): outputs DVC rewrites, such as
+# metrics files and the autostaged dvc.lock, say nothing about whether the run matches its commit.
+DEFINING_PATHS = ("pipeline", "flows", "dvc.yaml", "params.yaml", "data.dvc", "pyproject.toml", "requirements.txt")
+
+
 def git_commit(root: Path) -> tuple[str, bool]:
-    """(HEAD commit or 'none', whether tracked files differ from it)."""
+    """(HEAD commit or 'none', whether the files that define the run differ from it)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *DEFINING_PATHS],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         return commit, bool(dirty)
     except (subprocess.CalledProcessError, FileNotFoundError):
         return "none", True

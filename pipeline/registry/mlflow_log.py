@@ -41,6 +41,22 @@ def _log_curves(mlflow, log_csv: Path, prefix: str) -> None:
                 mlflow.log_metric(f"{prefix}/{key}", number, step=step)
 
 
+def report_files(params: Params, root: Path) -> list[tuple[Path, str]]:
+    """(file, artifact folder) for the derain run: one folder per stage, so the evaluation's and
+    the curation's `report.png` never overwrite each other."""
+    paths = params.paths
+    return [
+        (root / paths.evaluation / "report.png", "reports/evaluation"),
+        (root / paths.evaluation / "per_image.csv", "reports/evaluation"),
+        (root / paths.curated / "report.png", "reports/curation"),
+        (root / paths.curated / "summary.json", "reports/curation"),
+        (root / paths.curated / "checks.json", "reports/curation"),
+        (root / paths.suites / "gallery.png", "reports/suites"),
+        (root / "params.yaml", "reports"),
+        (root / "dvc.lock", "reports"),
+    ]
+
+
 def numeric(metrics: dict) -> dict[str, float]:
     """The finite numbers of a metrics dict, as floats (MLflow takes no NaN, bool or text)."""
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
@@ -51,6 +67,13 @@ def pip_requirements(params: Params) -> list[str]:
     if params.prior.model.type == "pretrained_autoencoder":
         return [*PIP_REQUIREMENTS, DIFFUSERS_REQUIREMENT]
     return list(PIP_REQUIREMENTS)
+
+
+def prior_tags(tags: dict[str, str]) -> dict[str, str]:
+    """The lineage tags as they apply to the prior: its own checkpoint digest as `model_sha256`,
+    and no deraining-model lineage key (that one names the deraining model's inputs)."""
+    own = {k: v for k, v in tags.items() if k not in ("model_sha256", "lineage_key")}
+    return {**own, "model_sha256": tags["prior_sha256"]}
 
 
 def register_prior(client, params: Params, root: Path, tags: dict[str, str]) -> str:
@@ -64,7 +87,7 @@ def register_prior(client, params: Params, root: Path, tags: dict[str, str]) -> 
         return existing.version
     prior_dir = root / params.paths.prior
     with mlflow.start_run(experiment_id=ensure_experiment(client), run_name="prior") as run:
-        mlflow.set_tags({**tags, "raincheck.kind": "prior"})
+        mlflow.set_tags({**prior_tags(tags), "raincheck.kind": "prior"})
         mlflow.log_params(_flatten("prior", params.prior.model_dump(mode="json")))
         metrics = prior_dir / "metrics.json"
         if metrics.is_file():
@@ -80,7 +103,7 @@ def register_prior(client, params: Params, root: Path, tags: dict[str, str]) -> 
             signature=signature(),
             pip_requirements=pip_requirements(params),
         )
-    version = mlflow.register_model(info.model_uri, params.register.prior_name, tags={**tags, "mlflow_run_id": run.info.run_id})
+    version = mlflow.register_model(info.model_uri, params.register.prior_name, tags={**prior_tags(tags), "mlflow_run_id": run.info.run_id})
     client.set_registered_model_alias(params.register.prior_name, CURRENT, version.version)
     return version.version
 
@@ -100,18 +123,9 @@ def log_derain_run(client, params: Params, root: Path, tags: dict[str, str], met
         if train_metrics.is_file():
             mlflow.log_metrics({f"train/{k}": v for k, v in numeric(read_json(train_metrics)).items()})
         _log_curves(mlflow, root / paths.model / "log.csv", "train")
-        for path in (
-            root / paths.evaluation / "report.png",
-            root / paths.evaluation / "per_image.csv",
-            root / paths.curated / "report.png",
-            root / paths.curated / "summary.json",
-            root / paths.curated / "checks.json",
-            root / paths.suites / "gallery.png",
-            root / "params.yaml",
-            root / "dvc.lock",
-        ):
+        for path, folder in report_files(params, root):
             if path.is_file():
-                mlflow.log_artifact(str(path), artifact_path="reports")
+                mlflow.log_artifact(str(path), artifact_path=folder)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=DerainPyfunc(tile=params.evaluate.tile, overlap=params.evaluate.overlap),

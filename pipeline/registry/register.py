@@ -192,7 +192,10 @@ def run_register(params: Params, root: Path, flow_run_id: str | None = None) -> 
             "promote": version.tags.get("gate") == "passed", "reasons": version.tags.get("gate_reasons", "").split("\n"),
             "gate_champion": version.tags.get("gate_champion")}
         result = _summary(client, params, client.get_model_version(name, version.version), status, outcome, notes)
-    write_json(root / params.paths.registry / "decision.json", result)
+    decision_file = root / params.paths.registry / "decision.json"
+    write_json(decision_file, result)
+    if result.get("run_id"):  # beside the reports, so the run in the MLflow UI shows its verdict
+        client.log_artifact(result["run_id"], str(decision_file), artifact_path="reports/registry")
     return result
 
 

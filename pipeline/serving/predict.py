@@ -102,10 +102,10 @@ def predict_paths(params: Params, source: Path, target: Path, version: str | Non
     from pipeline.inference import derain_array
     from pipeline.io import save_png
     from pipeline.models.factory import load_derain_model
-    from pipeline.registry.register import mlflow_client
+    from pipeline.registry.client import mlflow_client, resolve_version
     from pipeline.serving.codec import PayloadError, read_image
 
-    mlflow_client()  # sets the tracking/registry URIs
+    resolve_version(mlflow_client(), params.register.model_name, version)  # a clear error for a wrong version
     uri = model_uri(params, version)
     local = Path(mlflow.artifacts.download_artifacts(f"{uri}"))
     checkpoint = next(local.rglob("model.pt"), None)
