@@ -1,0 +1,74 @@
+"""What a user finds in MLflow and in the lineage tags: distinct reports, honest git_dirty, the
+prior's own identity. Real MLflow on SQLite, real git."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.config import load_params
+from pipeline.registry.lineage import git_commit
+from pipeline.registry.mlflow_log import log_derain_run, prior_tags, report_files
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=root, check=True, capture_output=True)
+
+
+def test_git_dirty_ignores_outputs_dvc_rewrites(tmp_path):
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "a.py").write_text("x = 1\n")
+    (tmp_path / "params.yaml").write_text("a: 1\n")
+    (tmp_path / "dvc.lock").write_text("old\n")
+    (tmp_path / "metrics.json").write_text("{}\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "init")
+    (tmp_path / "dvc.lock").write_text("new\n")  # what a run rewrites and autostages
+    (tmp_path / "metrics.json").write_text('{"psnr": 1}\n')
+    _git(tmp_path, "add", "dvc.lock")
+    assert git_commit(tmp_path)[1] is False
+    (tmp_path / "params.yaml").write_text("a: 2\n")  # what defines the run
+    assert git_commit(tmp_path)[1] is True
+
+
+def test_prior_version_carries_its_own_digest():
+    tags = {"model_sha256": "derain", "prior_sha256": "prior", "lineage_key": "k", "git_commit": "c"}
+    own = prior_tags(tags)
+    assert own["model_sha256"] == "prior" and "lineage_key" not in own and own["git_commit"] == "c"
+
+
+@pytest.mark.integration
+def test_reports_and_decision_are_distinct_artifacts(tmp_path, monkeypatch):
+    import mlflow
+
+    params = load_params(ROOT / "params.yaml")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("RAINCHECK_MLFLOW_ARTIFACTS", str(tmp_path / "art"))
+    rng = np.random.default_rng(0)
+    for path, _ in report_files(params, tmp_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".png":  # two different images under the same name
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(path)
+        else:
+            path.write_text("x\n")
+    from pipeline.registry.client import mlflow_client
+
+    (tmp_path / params.paths.model).mkdir(parents=True, exist_ok=True)
+    (tmp_path / params.paths.model / "model.pt").write_bytes(b"weights")  # logged as a file, not loaded
+    client = mlflow_client()
+    run_id, _ = log_derain_run(client, params, tmp_path, {"raincheck.kind": "derain"}, {"psnr/seen": 30.0})
+    decision = tmp_path / "decision.json"
+    decision.write_text("{}")
+    client.log_artifact(run_id, str(decision), artifact_path="reports/registry")  # as run_register does
+    listed = {a.path for folder in ("reports/evaluation", "reports/curation", "reports/registry")
+              for a in client.list_artifacts(run_id, folder)}
+    assert {"reports/evaluation/report.png", "reports/curation/report.png", "reports/registry/decision.json"} <= listed
+    local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reports", dst_path=str(tmp_path / "dl")))
+    assert (local / "evaluation" / "report.png").read_bytes() != (local / "curation" / "report.png").read_bytes()
