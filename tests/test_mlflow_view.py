@@ -72,3 +72,19 @@ def test_reports_and_decision_are_distinct_artifacts(tmp_path, monkeypatch):
     assert {"reports/evaluation/report.png", "reports/curation/report.png", "reports/registry/decision.json"} <= listed
     local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reports", dst_path=str(tmp_path / "dl")))
     assert (local / "evaluation" / "report.png").read_bytes() != (local / "curation" / "report.png").read_bytes()
+
+
+@pytest.mark.integration
+def test_experiment_opens_on_runs_and_run_names_say_what_they_are(tmp_path, monkeypatch):
+    from pipeline.registry.client import EXPERIMENT, ensure_experiment, mlflow_client
+
+    params = load_params(ROOT / "params.yaml")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("RAINCHECK_MLFLOW_ARTIFACTS", str(tmp_path / "art"))
+    (tmp_path / params.paths.model).mkdir(parents=True)
+    (tmp_path / params.paths.model / "model.pt").write_bytes(b"weights")
+    client = mlflow_client()
+    run_id, _ = log_derain_run(client, params, tmp_path, {"git_commit": "0123456789abcdef"}, {})
+    assert client.get_experiment_by_name(EXPERIMENT).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_run(run_id).info.run_name == f"derain {params.train.model.type} @01234567"
+    assert ensure_experiment(client) == client.get_experiment_by_name(EXPERIMENT).experiment_id  # idempotent

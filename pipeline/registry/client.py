@@ -13,6 +13,7 @@ from typing import Iterator
 EXPERIMENT = "raincheck"
 CANDIDATE, CHAMPION, CURRENT = "candidate", "champion", "current"
 STATE_TAG = "raincheck.state"
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # The registration states, in order: a version walks them one by one (register.py).
 STATES = ("created", "evaluated", "gated", "aliased")
 LOCK_TIMEOUT_S = 600.0  # a registration takes seconds; a lock held this long is a stuck process
@@ -60,11 +61,16 @@ def registry_lock(root: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]
 def ensure_experiment(client, name: str = EXPERIMENT) -> str:
     """The experiment id, creating it with an explicit artifact location if needed."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    artifacts = Path(os.environ.get("RAINCHECK_MLFLOW_ARTIFACTS", ".raincheck/mlartifacts")).resolve()
-    artifacts.mkdir(parents=True, exist_ok=True)
-    return client.create_experiment(name, artifact_location=artifacts.as_uri())
+    if experiment is None:
+        artifacts = Path(os.environ.get("RAINCHECK_MLFLOW_ARTIFACTS", ".raincheck/mlartifacts")).resolve()
+        artifacts.mkdir(parents=True, exist_ok=True)
+        experiment_id = client.create_experiment(name, artifact_location=artifacts.as_uri())
+    else:
+        experiment_id = experiment.experiment_id
+    if (experiment.tags if experiment is not None else {}).get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        # Without it MLflow 3 opens the experiment on an empty GenAI traces page instead of its runs.
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment_id
 
 
 def model_versions(client, model_name: str) -> list:

@@ -86,7 +86,7 @@ def register_prior(client, params: Params, root: Path, tags: dict[str, str]) -> 
     if existing is not None:
         return existing.version
     prior_dir = root / params.paths.prior
-    with mlflow.start_run(experiment_id=ensure_experiment(client), run_name="prior") as run:
+    with mlflow.start_run(experiment_id=ensure_experiment(client), run_name=f"prior {params.prior.model.type} @{tags.get('git_commit', 'none')[:8]}") as run:
         mlflow.set_tags({**prior_tags(tags), "raincheck.kind": "prior"})
         mlflow.log_params(_flatten("prior", params.prior.model_dump(mode="json")))
         metrics = prior_dir / "metrics.json"
@@ -115,7 +115,7 @@ def log_derain_run(client, params: Params, root: Path, tags: dict[str, str], met
     from pipeline.serving.pyfunc import CHECKPOINT_ARTIFACT, DerainPyfunc, signature
 
     paths = params.paths
-    with mlflow.start_run(experiment_id=ensure_experiment(client), run_name="derain") as run:
+    with mlflow.start_run(experiment_id=ensure_experiment(client), run_name=f"derain {params.train.model.type} @{tags.get('git_commit', 'none')[:8]}") as run:
         mlflow.set_tags({**tags, "raincheck.kind": "derain"})
         mlflow.log_params(_flatten("", params.model_dump(mode="json", exclude={"register"})))
         mlflow.log_metrics(metrics)
