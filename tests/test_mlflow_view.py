@@ -88,3 +88,45 @@ def test_experiment_opens_on_runs_and_run_names_say_what_they_are(tmp_path, monk
     assert client.get_experiment_by_name(EXPERIMENT).tags["mlflow.experimentKind"] == "custom_model_development"
     assert client.get_run(run_id).info.run_name == f"derain {params.train.model.type} @01234567"
     assert ensure_experiment(client) == client.get_experiment_by_name(EXPERIMENT).experiment_id  # idempotent
+
+
+def test_version_description_names_verdict_gains_champion_and_prior():
+    from pipeline.registry.register import version_description
+
+    tags = {"gate": "failed", "gate_reasons": "ok   psnr/clean = 40.000 >= floor 35\nFAIL psnr_bg_gain/wind = -11.080 < floor 0",
+            "gate_champion": "3", "prior_model": "raincheck-prior", "prior_version": "2"}
+    text = version_description(tags, {"psnr_rain_gain/unseen": 4.25, "psnr/clean": 40.0, "psnr_bg_gain/unseen": float("nan")})
+    assert text.startswith("gate FAILED on psnr_bg_gain/wind.")
+    assert "psnr_rain_gain/unseen +4.25" in text and "psnr/clean 40.00" in text and "psnr_bg_gain/unseen" not in text
+    assert "champion version 3" in text and "raincheck-prior version 2" in text
+
+
+@pytest.mark.integration
+def test_registration_on_sqlite_leaves_what_a_user_reads(tmp_path, monkeypatch):
+    """run_register on a workspace with stand-in files (nothing loads them): the version has its
+    description, the run has decision.json, the prior's version its own checkpoint digest."""
+    import hashlib
+    import json
+    import shutil
+
+    from pipeline.registry.client import mlflow_client
+    from pipeline.registry.register import run_register
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    params = load_params(tmp_path / "params.yaml")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("RAINCHECK_MLFLOW_ARTIFACTS", str(tmp_path / "art"))
+    rules = params.register.rules
+    metrics = {key: floor + 1.0 for key, floor in rules.floors.items()} | {key: 30.0 for key in rules.champion_tolerance}
+    for folder, name, content in ((params.paths.evaluation, "metrics.json", json.dumps(metrics).encode()),
+                                  (params.paths.model, "model.pt", b"derain weights"), (params.paths.prior, "prior.pt", b"prior weights")):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / name).write_bytes(content)
+    result = run_register(params, tmp_path)
+    client = mlflow_client()
+    version = client.get_model_version(params.register.model_name, result["version"])
+    assert version.description.startswith("gate passed.") and "prior raincheck-prior version 1" in version.description
+    assert "reports/registry/decision.json" in {a.path for a in client.list_artifacts(result["run_id"], "reports/registry")}
+    prior = client.get_model_version(params.register.prior_name, result["prior_version"])
+    assert prior.tags["model_sha256"] == hashlib.sha256(b"prior weights").hexdigest()
+    assert "lineage_key" not in prior.tags

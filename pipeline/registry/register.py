@@ -92,6 +92,23 @@ def _gate(client, params: Params, name: str, version: str, tags: dict) -> Decisi
     return decide(candidate, champion, rules.floors, rules.champion_tolerance)
 
 
+HEADLINE = ("psnr_rain_gain/seen", "psnr_rain_gain/unseen", "psnr_bg_gain/unseen", "psnr/clean")
+
+
+def version_description(tags: dict, metrics: dict[str, float]) -> str:
+    """The line the MLflow UI shows on a version: verdict, headline metrics (dB), champion and prior."""
+    verdict = {"passed": "gate passed", "failed": "gate FAILED"}.get(tags.get("gate", ""), "not gated")
+    failed = [r.split()[1] for r in tags.get("gate_reasons", "").split("\n") if r.startswith("FAIL") and len(r.split()) > 1]
+    if failed:
+        verdict += f" on {', '.join(failed[:4])}" + (" ..." if len(failed) > 4 else "")
+    headline = ", ".join(f"{k} {metrics[k]:+.2f}" if "gain" in k else f"{k} {metrics[k]:.2f}"
+                         for k in HEADLINE if k in metrics and metrics[k] == metrics[k])
+    champion = tags.get("gate_champion", "none")
+    return (f"{verdict}. {headline or 'no headline metrics'} dB. Compared with champion "
+            f"{'version ' + champion if champion != 'none' else '(none yet)'}; prior {tags.get('prior_model', 'prior')} "
+            f"version {tags.get('prior_version', '?')}.")
+
+
 def finish(client, params: Params, version) -> dict:
     """Walk one version from its current state to `aliased`; returns what the gate decided."""
     name, number, tags = params.register.model_name, str(version.version), dict(version.tags)
@@ -107,6 +124,8 @@ def finish(client, params: Params, version) -> dict:
                  gate_reasons="\n".join(decision.reasons))
         state = "gated"
     if state == "gated":
+        client.update_model_version(name, number, description=version_description(
+            tags, gate_metrics(client, client.get_model_version(name, number))))
         client.set_registered_model_alias(name, CANDIDATE, number)
         if tags["gate"] == "passed":
             _crown(client, name, number, tags)
