@@ -46,6 +46,27 @@ def code_digest(root: Path) -> str:
     return sha.hexdigest()
 
 
+def tree_digest(root: Path, files: list[Path]) -> str:
+    """sha256 over files (paths relative to `root`, length-prefixed, and their bytes' sha256)."""
+    sha = hashlib.sha256()
+    for path in sorted(files):
+        relative = path.relative_to(root).as_posix().encode()
+        sha.update(len(relative).to_bytes(4, "big") + relative)
+        sha.update(bytes.fromhex(file_sha256(path)))
+    return sha.hexdigest()
+
+
+def suites_digest(params: Params, root: Path) -> str:
+    """Digest of the test images the metrics were computed on: every file of every evaluated suite
+    (clean, rainy, rain masks, manifests), not the validation suite or the gallery. Two versions
+    with different digests were scored on different images and cannot be compared rule by rule."""
+    folder = Path(root) / params.paths.suites
+    if not folder.is_dir():
+        return "unknown"
+    files = [p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).parts[0] not in ("val", "gallery.png")]
+    return tree_digest(folder, files) if files else "unknown"
+
+
 def model_params_digest(params: Params) -> str:
     """Digest of the params that determine the model (everything but the gate, schedule, study)."""
     return digest(params.model_dump(mode="json", exclude=NON_MODEL_SECTIONS))
@@ -93,6 +114,7 @@ def lineage_tags(params: Params, root: Path, flow_run_id: str | None = None) -> 
         "profile": params.profile,
         "model_sha256": file_sha256(model) if model.is_file() else "missing",
         "prior_sha256": file_sha256(prior) if prior.is_file() else "missing",
+        "suites_digest": suites_digest(params, root),  # the test images (not identity: a re-split keeps the model)
     }
     if flow_run_id:
         tags["prefect_flow_run_id"] = flow_run_id

@@ -89,7 +89,22 @@ def _gate(client, params: Params, name: str, version: str, tags: dict) -> Decisi
     if rules is None:
         return Decision(True, [NO_GATE_WARNING])
     check_rules(candidate, champion, rules.floors, rules.champion_tolerance, champion_label=f"champion version {reference}")
-    return decide(candidate, champion, rules.floors, rules.champion_tolerance)
+    refused = different_images(tags, client.get_model_version(name, reference).tags) if champion is not None else None
+    if refused is None:
+        return decide(candidate, champion, rules.floors, rules.champion_tolerance)
+    floors = decide(candidate, None, rules.floors, {})  # the floors still apply; the comparison does not
+    return Decision(False, [r for r in floors.reasons if "no champion yet" not in r] + [f"FAIL champion comparison refused: {refused}"])
+
+
+def different_images(candidate_tags: dict, champion_tags: dict) -> str | None:
+    """Why the candidate and the champion cannot be compared rule by rule (they were scored on
+    different test images: a pool or split change), or None when they can. Versions without the
+    tag (registered before it existed) are compared as before."""
+    mine, theirs = candidate_tags.get("suites_digest", "unknown"), champion_tags.get("suites_digest", "unknown")
+    if "unknown" in (mine, theirs) or mine == theirs:
+        return None
+    return (f"the champion was scored on different test images (suites_digest {theirs[:12]} vs {mine[:12]}: the pool, "
+            "split or suites changed); promote by hand after comparing them, `raincheck registry promote VERSION --reason ...`")
 
 
 HEADLINE = ("psnr_rain_gain/seen", "psnr_rain_gain/unseen", "psnr_bg_gain/unseen", "psnr/clean")
