@@ -168,3 +168,30 @@ def test_champion_scored_on_other_test_images_is_not_compared(tmp_path, monkeypa
     assert not third["promote"] and third["champion_version"] == "2"
     assert any("different test images" in r for r in third["reasons"]), third["reasons"]
     assert any(r.startswith("ok   psnr/clean") for r in third["reasons"])  # the floors were still checked
+
+
+@pytest.mark.integration
+def test_dvc_plots_show_the_chosen_series(tmp_path):
+    """`dvc plots show --json` in a real git + DVC repo with this dvc.yaml: the loss, not the last column."""
+    import json
+    import shutil
+
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "build" / "model").mkdir(parents=True)
+    (tmp_path / "build" / "prior").mkdir(parents=True)
+    rows = "\n".join(f"{s},{1 / s},{20 + s / 100},{30 + s / 100},{s % 7}" for s in range(25, 800, 25))
+    (tmp_path / "build/model/log.csv").write_text("step,loss,psnr_rain/val,psnr_bg/val,last\n" + rows + "\n")
+    (tmp_path / "build/prior/log.csv").write_text("step,loss,val_recon_psnr,val_codebook_usage\n1,1,20,0.5\n2,0.5,22,0.6\n")
+    _git(tmp_path, "init", "-q")
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True, capture_output=True)
+    out = subprocess.run(["dvc", "plots", "show", "--json"], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+    data = json.loads(out)["data"]
+
+    def y_fields(name: str) -> set:
+        content = data[name][0]["content"]
+        return {layer["encoding"]["y"]["field"] for layer in content.get("layer", [content]) if "y" in layer.get("encoding", {})}
+
+    assert y_fields("training loss") == {"loss"}
+    assert y_fields("prior reconstruction PSNR") == {"val_recon_psnr"}
+    assert data["validation PSNR"][0]["content"]["title"]["text"].startswith("Deraining network")
