@@ -154,7 +154,7 @@ def retrain(root: str = ".", params_file: str = "params.yaml", refresh_pool_firs
         push(workspace)
         committed = commit_results_to_branch(workspace, params.schedule.results_branch) if commit_results else None
     result = {"metrics": metrics, "registration": registration, "stages_run": ran, "data_change": data_change, "committed": committed}
-    create_markdown_artifact(key="retrain-summary", markdown=run_markdown(result, params), description="raincheck retrain: data, metrics vs champion, gate")
+    create_markdown_artifact(key="retrain-summary", markdown=run_markdown(result, params, workspace), description="raincheck retrain: data, metrics vs champion, gate")
     curation = workspace / params.paths.curated / "summary.json"
     if curation.is_file():
         create_table_artifact(key="curation", table=[{"measure": k, "value": v} for k, v in sorted(read_json(curation).items())],

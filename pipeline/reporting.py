@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 # (metric key prefix, label) in the order a reader wants them: model vs its rainy input.
 SUMMARY_METRICS = (
@@ -65,7 +66,19 @@ def registration_lines(result: dict) -> list[str]:
     return lines
 
 
-def run_markdown(result: dict, params) -> str:
+MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` (README "What make run does") listens
+
+
+def mlflow_links(registration: dict, ui: str = MLFLOW_UI) -> list[str]:
+    """Markdown links to the version and its run in the MLflow UI (served by `mlflow ui`)."""
+    name, version, run_id = registration.get("model_name"), registration.get("version"), registration.get("run_id")
+    links = [f"- MLflow model version: [{name} v{version}]({ui}/#/models/{name}/versions/{version})"] if name and version else []
+    if run_id:
+        links.append(f"- MLflow run: [{run_id[:12]}]({ui}/#/runs/{run_id})")
+    return links
+
+
+def run_markdown(result: dict, params, root: Path | None = None) -> str:
     """The retrain flow's artifact: what data changed, metrics vs champion, the gate and its reasons."""
     change = result.get("data_change") or {}
     registration = result["registration"]
@@ -86,9 +99,11 @@ def run_markdown(result: dict, params) -> str:
         for key in sorted(set(rules.floors) | set(rules.champion_tolerance)) if rules is not None else []:
             lines.append(f"| {key} | {_cell(result['metrics'].get(key))} | {_cell(champion.get(key))} |")
         lines.append("")
-    lines += ["## Registry", *(f"- {line.strip()}" for line in registration_lines(registration))]
-    lines += ["", "## Reports", f"- {params.paths.evaluation}/report.png", f"- {params.paths.curated}/report.png",
-              f"- {params.paths.suites}/gallery.png", f"- {params.paths.registry}/decision.json"]
+    lines += ["## Registry", *(f"- {line.strip()}" for line in registration_lines(registration)), *mlflow_links(registration)]
+    root = Path(root or ".").resolve()
+    lines += ["", "## Reports", *(f"- [{rel}]({(root / rel).as_uri()})" for rel in (
+        f"{params.paths.evaluation}/report.png", f"{params.paths.curated}/report.png",
+        f"{params.paths.suites}/gallery.png", f"{params.paths.registry}/decision.json"))]
     if result.get("committed"):
         lines.append(f"- results committed to `{params.schedule.results_branch}` at {result['committed'][:10]}")
     return "\n".join(lines)

@@ -195,3 +195,15 @@ def test_dvc_plots_show_the_chosen_series(tmp_path):
     assert y_fields("training loss") == {"loss"}
     assert y_fields("prior reconstruction PSNR") == {"val_recon_psnr"}
     assert data["validation PSNR"][0]["content"]["title"]["text"].startswith("Deraining network")
+
+
+def test_prefect_summary_links_to_mlflow_and_reports(tmp_path):
+    from pipeline.reporting import run_markdown
+
+    params = load_params(ROOT / "params.yaml")
+    registration = {"model_name": "raincheck-derain", "version": "4", "run_id": "abcdef0123456789", "aliases": [],
+                    "reasons": [], "promote": True, "gate": "passed"}
+    text = run_markdown({"metrics": {}, "registration": registration}, params, tmp_path)
+    assert "[raincheck-derain v4](http://127.0.0.1:5000/#/models/raincheck-derain/versions/4)" in text
+    assert "(http://127.0.0.1:5000/#/runs/abcdef0123456789)" in text
+    assert f"({(tmp_path / params.paths.evaluation / 'report.png').as_uri()})" in text
