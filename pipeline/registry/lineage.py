@@ -37,13 +37,8 @@ def code_digest(root: Path) -> str:
     Uncommitted edits count, caches (__pycache__) do not; a renamed file changes the digest.
     """
     root = Path(root)
-    files = sorted({path for pattern in CODE_GLOBS for path in root.glob(pattern) if path.is_file() and "__pycache__" not in path.parts})
-    sha = hashlib.sha256()
-    for path in files:
-        relative = path.relative_to(root).as_posix().encode()
-        sha.update(len(relative).to_bytes(4, "big") + relative)  # length-prefixed: no path/content ambiguity
-        sha.update(bytes.fromhex(file_sha256(path)))
-    return sha.hexdigest()
+    files = {path for pattern in CODE_GLOBS for path in root.glob(pattern) if path.is_file() and "__pycache__" not in path.parts}
+    return tree_digest(root, list(files))
 
 
 def tree_digest(root: Path, files: list[Path]) -> str:
@@ -51,7 +46,7 @@ def tree_digest(root: Path, files: list[Path]) -> str:
     sha = hashlib.sha256()
     for path in sorted(files):
         relative = path.relative_to(root).as_posix().encode()
-        sha.update(len(relative).to_bytes(4, "big") + relative)
+        sha.update(len(relative).to_bytes(4, "big") + relative)  # length-prefixed: no path/content ambiguity
         sha.update(bytes.fromhex(file_sha256(path)))
     return sha.hexdigest()
 
