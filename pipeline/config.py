@@ -488,6 +488,7 @@ class Train(Strict):
     latent_weight: float = Field(0.1, ge=0)
     mask_weight: float = Field(0.1, ge=0)  # BCE of the predicted rain mask against the rain layer (masked_*)
     mask_target: Literal["soft", "binary"] = "soft"  # min(1, R / threshold), or R > threshold
+    mask_negative_weight: float = Field(1.0, ge=1)  # BCE weight of rain-free pixels (false alarms cost more)
     branch_weight: float = Field(0.0, ge=0)  # L1 of a masked model's re-drawing P(x) on every pixel
     val_suites: list[str] = Field(default_factory=list)  # synthesize.suites validated on during training (val split)
     crop_size: int = Field(64, ge=8, le=4096)  # random crop from each training patch (<= curate.patch_size)

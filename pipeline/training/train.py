@@ -50,10 +50,11 @@ def mask_target(layer, threshold: float, kind: str = "soft"):
 
 
 def training_loss(model, rainy, clean, latent_weight: float, layer=None, mask_weight: float = 0.0, threshold: float = 50,
-                  target_kind: str = "soft", branch_weight: float = 0.0):
+                  target_kind: str = "soft", branch_weight: float = 0.0, negative_weight: float = 1.0):
     """L1(output, clean) [+ latent_weight · MSE(predicted latent, prior latent of clean)]
-    [+ mask_weight · BCE(predicted rain mask, mask_target(layer))]
-    [+ branch_weight · L1(the masked model's re-drawing P(x), clean)]; returns (loss, {term: value}).
+    [+ mask_weight · BCE(predicted rain mask, mask_target(layer)), pixels with no rain at all
+    weighted by `negative_weight`] [+ branch_weight · L1(the masked model's re-drawing P(x), clean)];
+    returns (loss, {term: value}).
     """
     import torch.nn.functional as F
 
@@ -67,7 +68,11 @@ def training_loss(model, rainy, clean, latent_weight: float, layer=None, mask_we
     aux = getattr(base, "aux", {})
     logits = aux.get("mask_logits")
     if logits is not None and layer is not None and mask_weight > 0:
-        terms["mask"] = F.binary_cross_entropy_with_logits(logits, mask_target(layer, threshold, target_kind))
+        target = mask_target(layer, threshold, target_kind)
+        # A false alarm repaints a dry pixel the input had right; weighting the rain-free pixels
+        # up trades a little recall on faint rain for a background that comes back untouched.
+        weight = None if negative_weight == 1.0 else 1.0 + (negative_weight - 1.0) * (layer <= 0).float()
+        terms["mask"] = F.binary_cross_entropy_with_logits(logits, target, weight=weight)
         loss = loss + mask_weight * terms["mask"]
     if "drawn" in aux and branch_weight > 0:
         terms["branch"] = F.l1_loss(aux["drawn"], clean)
@@ -170,7 +175,8 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
         network.train()
         clean, rainy, layer = (to_device(t, device) for t in batch)
         loss, terms = training_loss(network, rainy, clean, cfg.latent_weight, layer, cfg.mask_weight,
-                                    params.evaluate.mask_threshold, cfg.mask_target, cfg.branch_weight)
+                                    params.evaluate.mask_threshold, cfg.mask_target, cfg.branch_weight,
+                                    cfg.mask_negative_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
