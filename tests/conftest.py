@@ -26,6 +26,32 @@ def textured_photo(rng: np.random.Generator, height: int, width: int) -> np.ndar
     return np.clip(image * 255, 0, 255).astype(np.uint8)
 
 
+MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uris_stay_with_their_test():
+    """mlflow.set_tracking_uri/set_registry_uri write os.environ (for subprocesses) and module
+    globals; monkeypatch only restores what it set itself. Put both back after every test, so
+    one test's SQLite registry never becomes the next test's (or its children's) registry."""
+    saved = {key: os.environ.get(key) for key in MLFLOW_URI_VARIABLES}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    import sys
+
+    if "mlflow" in sys.modules:  # reset the globals only where a test imported mlflow
+        import mlflow
+
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+        if saved["MLFLOW_REGISTRY_URI"] is None:
+            os.environ.pop("MLFLOW_REGISTRY_URI", None)
+
+
 @pytest.fixture
 def photo_folder(tmp_path: Path) -> Path:
     """Twelve distinct synthetic RGB photos (160x200 PNG/JPEG) in a folder."""

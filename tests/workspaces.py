@@ -15,7 +15,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ("pipeline", "flows", "dvc.yaml", "pyproject.toml")
 # The child processes must use the workspace's own project-local state, not the caller's.
-CHILD_ENV_DROP = ("PREFECT_HOME", "PREFECT_API_URL", "MLFLOW_TRACKING_URI", "RAINCHECK_MLFLOW_ARTIFACTS", "DVC_SITE_CACHE_DIR")
+# MLFLOW_REGISTRY_URI too: mlflow.set_registry_uri() exports it into os.environ, so an in-process
+# test that opened a registry would otherwise point every later child at that test's database.
+CHILD_ENV_DROP = ("PREFECT_HOME", "PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI",
+                  "RAINCHECK_MLFLOW_ARTIFACTS", "DVC_SITE_CACHE_DIR")
 
 
 def child_env(workspace: Path, **extra: str) -> dict[str, str]:

@@ -31,7 +31,8 @@ from pipeline.registry.client import (  # noqa: F401 (re-exported: callers impor
 )
 from pipeline.registry.lineage import lineage_tags
 from pipeline.registry.mlflow_log import log_derain_run, numeric, pip_requirements, register_prior  # noqa: F401
-from pipeline.registry.promotion import Decision, check_rules, decide
+from pipeline.registry.promotion import Decision, GateError, check_rules, decide
+from pipeline.registry.rescore import RescoreError, rescore_version
 
 # Fault injection for the crash-recovery tests and for drills: set to a state name and the
 # registration fails right after reaching it, as a crash or a "database is locked" would. With
@@ -52,6 +53,7 @@ def _fault(state: str) -> None:
             return
         Path(marker).touch()
     raise InjectedFault(f"fault injected after state {state!r} ({FAULT_ENV}={state})")
+RESCORED_NOTE = "note the champion was re-scored on this candidate's test images and compared on those"
 NO_GATE_WARNING = "WARN register.gates is `none` in params.yaml: promoted without a gate"
 
 
@@ -80,31 +82,42 @@ def gate_metrics(client, version) -> dict[str, float]:
     return metrics
 
 
-def _gate(client, params: Params, name: str, version: str, tags: dict) -> Decision:
-    """The decision for a version at state `evaluated`: its own metrics vs the recorded champion."""
+def _gate(client, params: Params, root: Path, name: str, version: str, tags: dict) -> Decision:
+    """The decision for a version at state `evaluated`: its own metrics vs the recorded champion.
+
+    When the champion was scored on other test images (a pool, split or suite change), it is
+    re-scored on this workspace's suites first (rescore.py) and compared on those; the reasons say
+    so. If it cannot be re-scored, the comparison is refused (floors still checked)."""
     candidate = gate_metrics(client, client.get_model_version(name, version))
     reference = tags["gate_champion"]
     champion = gate_metrics(client, client.get_model_version(name, reference)) if reference != "none" else None
     rules = params.register.rules
     if rules is None:
         return Decision(True, [NO_GATE_WARNING])
-    check_rules(candidate, champion, rules.floors, rules.champion_tolerance, champion_label=f"champion version {reference}")
-    refused = different_images(tags, client.get_model_version(name, reference).tags) if champion is not None else None
-    if refused is None:
+    label = f"champion version {reference}"
+    check_rules(candidate, champion, rules.floors, rules.champion_tolerance, champion_label=label)
+    differ = different_images(tags, client.get_model_version(name, reference).tags) if champion is not None else None
+    if differ is None:
         return decide(candidate, champion, rules.floors, rules.champion_tolerance)
-    floors = decide(candidate, None, rules.floors, {})  # the floors still apply; the comparison does not
-    return Decision(False, [r for r in floors.reasons if "no champion yet" not in r] + [f"FAIL champion comparison refused: {refused}"])
+    try:
+        rescored = rescore_version(client, params, root, name, reference)
+        check_rules(candidate, rescored, rules.floors, rules.champion_tolerance, champion_label=f"{label} re-scored")
+    except (RescoreError, GateError, FileNotFoundError, ValueError) as error:
+        floors = decide(candidate, None, rules.floors, {})  # the floors still apply; the comparison does not
+        return Decision(False, [r for r in floors.reasons if "no champion yet" not in r]
+                        + [f"FAIL champion comparison refused: {differ}; re-scoring it failed: {error}"])
+    decision = decide(candidate, rescored, rules.floors, rules.champion_tolerance)
+    return Decision(decision.promote, decision.reasons + [f"{RESCORED_NOTE}: {differ}"])
 
 
 def different_images(candidate_tags: dict, champion_tags: dict) -> str | None:
-    """Why the candidate and the champion cannot be compared rule by rule (they were scored on
-    different test images: a pool or split change), or None when they can. Versions without the
-    tag (registered before it existed) are compared as before."""
+    """Why the candidate and the champion cannot be compared on their logged metrics (they were
+    scored on different test images: a pool or split change), or None when they can. Versions
+    without the tag (registered before it existed) are compared as before."""
     mine, theirs = candidate_tags.get("suites_digest", "unknown"), champion_tags.get("suites_digest", "unknown")
     if "unknown" in (mine, theirs) or mine == theirs:
         return None
-    return (f"the champion was scored on different test images (suites_digest {theirs[:12]} vs {mine[:12]}: the pool, "
-            "split or suites changed); promote by hand after comparing them, `raincheck registry promote VERSION --reason ...`")
+    return f"the champion was scored on different test images (suites_digest {theirs[:12]} vs {mine[:12]}: the pool, split or suites changed)"
 
 
 HEADLINE = ("psnr_rain_gain/seen", "psnr_rain_gain/unseen", "psnr_bg_gain/unseen", "psnr/clean")
@@ -124,7 +137,7 @@ def version_description(tags: dict, metrics: dict[str, float]) -> str:
             f"version {tags.get('prior_version', '?')}.")
 
 
-def finish(client, params: Params, version) -> dict:
+def finish(client, params: Params, root: Path, version) -> dict:
     """Walk one version from its current state to `aliased`; returns what the gate decided."""
     name, number, tags = params.register.model_name, str(version.version), dict(version.tags)
     state = version_state(version)
@@ -134,9 +147,10 @@ def finish(client, params: Params, version) -> dict:
         _advance(client, name, number, tags, "evaluated", gate_champion=reference)
         state = "evaluated"
     if state == "evaluated":
-        decision = _gate(client, params, name, number, tags)
+        decision = _gate(client, params, Path(root), name, number, tags)
+        rescored = any(r.startswith(RESCORED_NOTE) for r in decision.reasons)
         _advance(client, name, number, tags, "gated", gate="passed" if decision.promote else "failed",
-                 gate_reasons="\n".join(decision.reasons))
+                 gate_reasons="\n".join(decision.reasons), champion_rescored=str(rescored).lower())
         state = "gated"
     if state == "gated":
         client.update_model_version(name, number, description=version_description(
@@ -222,7 +236,7 @@ def run_register(params: Params, root: Path, flow_run_id: str | None = None) -> 
                 notes.append(f"same code, data and params as version {twin.version} but different weights (training is not bit-reproducible)")
             _precheck(client, params, {**metrics, **{key: math.nan for key in nan_keys}})
             version = _create(client, params, root, {**tags, **({"nan_metrics": ",".join(nan_keys)[:5000]} if nan_keys else {})}, metrics)
-        outcome = finish(client, params, version) if status != "reproduced" else {
+        outcome = finish(client, params, root, version) if status != "reproduced" else {
             "promote": version.tags.get("gate") == "passed", "reasons": version.tags.get("gate_reasons", "").split("\n"),
             "gate_champion": version.tags.get("gate_champion")}
         result = _summary(client, params, client.get_model_version(name, version.version), status, outcome, notes)
@@ -248,6 +262,7 @@ def _summary(client, params: Params, version, status: str, outcome: dict, notes:
         "run_id": version.run_id, "prior_version": tags.get("prior_version"), "model_sha256": tags.get("model_sha256"),
         "lineage_key": tags.get("lineage_key"), "code_digest": tags.get("code_digest"),
         "previous_champion": None if reference in (None, "none") else reference, "champion_metrics": champion_metrics,
+        "champion_rescored": tags.get("champion_rescored") == "true",
         "champion_version": str(champion.version) if champion else None, "aliases": aliases,
         "tracking_uri": os.environ.get("MLFLOW_TRACKING_URI"),
     }
