@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic import Discriminator, Tag
+from pydantic import AfterValidator, Discriminator, Tag
+
+from pipeline.params_checks import DuplicateKeyError, as_json, cross_field_errors, read_yaml, valid_cron, valid_timezone
 
 PRESETS = ("small", "medium", "large", "random")
 COMPLEXITY_MEASURES = ("gradient", "laplacian", "entropy", "png_bpp", "colorfulness")
@@ -531,7 +533,7 @@ FolderSuite = Annotated[Union[PairedFolderSuite, UnpairedFolderSuite], Field(dis
 class Evaluate(Strict):
     suites: list[str] = Field(min_length=1)  # synthesized suites, names from synthesize.suites
     folders: list[FolderSuite] = Field(default_factory=list)  # the user's own suites
-    mask_threshold: int = Field(50, ge=0, le=254)  # R > threshold is the binary rain mask
+    mask_threshold: int = Field(ge=0, le=254)  # R > threshold is the binary rain mask; required: dvc.yaml's train stage names it
     report_images: int = Field(3, ge=0, le=16)  # images per suite shown in report.png
     tile: int = Field(1024, ge=32, le=8192)  # larger images are tiled (edge, px)
     overlap: int = Field(32, ge=0, le=4096)  # tiles overlap and cross-fade by this many px
@@ -593,18 +595,11 @@ class Register(Strict):
 class Schedule(Strict):
     """Scheduled retraining (`make serve`). Where the server lives is PREFECT_API_URL's business."""
 
-    cron: str = Field("0 3 * * 1", min_length=9)  # Mondays 03:00
-    timezone: str = "UTC"
+    cron: Annotated[str, AfterValidator(valid_cron)] = "0 3 * * 1"  # Mondays 03:00; parsed by cronsim
+    timezone: Annotated[str, AfterValidator(valid_timezone)] = "UTC"  # an IANA name zoneinfo knows
     refresh_pool: bool = True  # re-ingest the sources; a changed pool becomes a new data.dvc
     commit_results: bool = False  # commit dvc.lock / data.dvc to `results_branch` after a run
     results_branch: str = Field("raincheck/results", min_length=1)
-
-    @field_validator("cron")
-    @classmethod
-    def _five_fields(cls, cron: str) -> str:
-        if len(cron.split()) != 5:
-            raise ValueError(f"cron must have 5 fields (minute hour day month weekday), got {cron!r}")
-        return cron
 
 
 # ----------------------------------------------------------------------------- study
@@ -669,6 +664,9 @@ class Params(Strict):
                 f"curate.patch_size={self.curate.patch_size} must be divisible by "
                 f"2**prior.model.downsample={stride}"
             )
+        problems = cross_field_errors(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -690,7 +688,8 @@ def parse_params(raw: dict, source: Path | str = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        # Strict, in JSON mode: `true` is no int, `1` no bool, yet `1` is a float and a list a tuple.
+        return Params.model_validate_json(as_json(raw), strict=True)
     except ValidationError as error:
         raise ParamsError(_format_error(Path(source), error)) from None
 
@@ -701,7 +700,9 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     if not path.is_file():
         raise ParamsError(f"{path}: no such params file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text())
+    except DuplicateKeyError as error:
+        raise ParamsError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
     return parse_params(raw, path)
