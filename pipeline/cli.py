@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -99,19 +98,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from pipeline.config import load_params
+    from pipeline.profiles import ProfileError, install_profile
 
-    source = args.root / "profiles" / f"{args.name}.yaml"
-    available = sorted(p.stem for p in (args.root / "profiles").glob("*.yaml"))
-    if not source.is_file():
-        print(f"error: no profile {args.name!r}; available: {', '.join(available)}", file=sys.stderr)
+    try:
+        lines = install_profile(args.root, args.name)
+    except ProfileError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    load_params(source)  # refuse to install a profile that does not validate
-    target = args.root / "params.yaml"
-    tmp = target.with_suffix(".yaml.tmp")
-    tmp.write_text(source.read_text())
-    os.replace(tmp, target)
-    print(f"[raincheck] params.yaml <- profiles/{args.name}.yaml")
+    print("\n".join(lines))
     return 0
 
 
