@@ -7,7 +7,6 @@ imported, because Prefect reads its settings at import time.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -40,18 +39,23 @@ def main(argv: list[str] | None = None) -> int:
 
         return retrain_main(root, args.params, args.refresh_pool, args.force)
     if args.command == "serve":
-        from flows.server import start_server, start_serving
-
-        api_url = os.environ.get("PREFECT_API_URL") or start_server(root, args.port)
         from flows.deployments import RETRAIN_DEPLOYMENT
-        from flows.server import wait_for_deployment
+        from flows.server import ServeError, serve_in_background
+        from pipeline.config import ParamsError, load_params
 
-        pid = start_serving(root, api_url)
-        wait_for_deployment(root, api_url, f"retrain/{RETRAIN_DEPLOYMENT}", pid)
+        try:
+            load_params(root / args.params)  # a bad schedule is named here, before anything starts
+            api_url, pid = serve_in_background(root, args.params, args.port, f"retrain/{RETRAIN_DEPLOYMENT}")
+        except ParamsError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except ServeError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
         ui = api_url[: -len("/api")] if api_url.endswith("/api") else api_url
         print(f"[raincheck] Prefect server: {ui}  (UI: open it in a browser; API: {api_url})")
-        print(f"[raincheck] serving deployment 'retrain/scheduled-retrain' (pid {pid}); logs: {root / '.raincheck' / 'serve.log'}")
-        print(f"[raincheck] run now: PREFECT_API_URL={api_url} prefect deployment run retrain/scheduled-retrain")
+        print(f"[raincheck] serving deployment 'retrain/{RETRAIN_DEPLOYMENT}' (pid {pid}, alive); logs: {root / '.raincheck' / 'serve.log'}")
+        print(f"[raincheck] run now: PREFECT_API_URL={api_url} prefect deployment run retrain/{RETRAIN_DEPLOYMENT}")
         print("[raincheck] stop with: make stop")
         return 0
     if args.command == "serve-foreground":

@@ -16,6 +16,11 @@ import urllib.request
 from pathlib import Path
 
 DEFAULT_PORT = 4200
+RUNNER_SETTLE_S = 5.0  # a runner that dies on start (bad schedule, import error) does so within this
+
+
+class ServeError(RuntimeError):
+    """`make serve` could not leave a working runner; the message says why and what to do."""
 
 
 def state_dir(root: Path) -> Path:
@@ -32,13 +37,57 @@ def healthy(api_url: str) -> bool:
         return False
 
 
-def _spawn(command: list[str], root: Path, name: str, env: dict) -> int:
-    """Start a detached process (own session) logging to .raincheck/<name>.log; returns its pid."""
+def _spawn(command: list[str], root: Path, name: str, env: dict) -> subprocess.Popen:
+    """Start a detached process (own session) logging to .raincheck/<name>.log; returns it."""
     state = state_dir(root)
-    log = (state / f"{name}.log").open("ab")
-    process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    (state / f"{name}.pid").write_text(str(process.pid))
-    return process.pid
+    with (state / f"{name}.log").open("ab") as log:
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    pid_file = state / f"{name}.pid"
+    tmp = pid_file.with_name(f".{pid_file.name}.tmp")
+    tmp.write_text(str(process.pid))
+    os.replace(tmp, pid_file)  # atomic: `make stop` never reads half a pid
+    return process
+
+
+def running_runner(root: Path) -> int | None:
+    """The pid of this workspace's live runner (`serve-foreground`, from serve.pid), else None."""
+    pid_file = state_dir(root) / "serve.pid"
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    # A recycled pid belongs to another program: only a serve-foreground process counts.
+    if cmdline.is_file() and b"serve-foreground" not in cmdline.read_bytes():
+        return None
+    return pid
+
+
+def confirm_alive(process: subprocess.Popen, log: Path, offset: int = 0, settle: float = RUNNER_SETTLE_S) -> None:
+    """Watch `process` for `settle` seconds; raise ServeError with its exit code and the end of
+    its log (from byte `offset`: this start only) if it exits. Popen.poll() also reaps a dead
+    child, so a zombie is not taken for a live runner (os.kill(pid, 0) would be)."""
+    deadline = time.monotonic() + settle
+    while True:
+        code = process.poll()
+        if code is not None:
+            raise ServeError(f"the runner (pid {process.pid}) exited with code {code} right after starting:\n"
+                             f"{_log_tail(log, offset)}\n(full log: {log})")
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.2)
+
+
+def _log_tail(log: Path, offset: int, lines: int = 15) -> str:
+    try:
+        with log.open("rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no log)"
+    tail = [line for line in text.splitlines() if line.strip()][-lines:]
+    return "\n".join(f"  {line}" for line in tail) or "  (the log is empty)"
 
 
 def start_server(root: Path, port: int = DEFAULT_PORT, timeout: float = 120) -> str:
@@ -54,11 +103,12 @@ def start_server(root: Path, port: int = DEFAULT_PORT, timeout: float = 120) -> 
         if healthy(api_url):
             return api_url
         time.sleep(1)
-    raise RuntimeError(f"Prefect server did not answer on {api_url} within {timeout:.0f} s; see {state_dir(root) / 'prefect-server.log'}")
+    raise ServeError(f"Prefect server did not answer on {api_url} within {timeout:.0f} s; see {state_dir(root) / 'prefect-server.log'}")
 
 
-def wait_for_deployment(root: Path, api_url: str, name: str, pid: int, timeout: float = 180) -> None:
-    """Block until the served deployment is registered on the server (or the serving process died)."""
+def wait_for_deployment(root: Path, api_url: str, name: str, process: subprocess.Popen, offset: int = 0, timeout: float = 180) -> None:
+    """Block until the served deployment is registered on the server; ServeError when the serving
+    process dies first or it does not appear within `timeout` s."""
     url = f"{api_url.rstrip('/')}/deployments/name/{name}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -68,18 +118,42 @@ def wait_for_deployment(root: Path, api_url: str, name: str, pid: int, timeout: 
                     return
         except OSError:
             pass
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            raise RuntimeError(f"the serving process exited; see {state_dir(root) / 'serve.log'}") from None
+        confirm_alive(process, state_dir(root) / "serve.log", offset, settle=0)
         time.sleep(1)
-    raise RuntimeError(f"deployment {name} did not appear on {api_url} within {timeout:.0f} s; see {state_dir(root) / 'serve.log'}")
+    raise ServeError(f"deployment {name} did not appear on {api_url} within {timeout:.0f} s; see {state_dir(root) / 'serve.log'}")
 
 
-def start_serving(root: Path, api_url: str) -> int:
-    """Start `python -m flows serve-foreground` (the deployments' runner) detached; returns its pid."""
+def start_serving(root: Path, api_url: str, params_file: str = "params.yaml") -> subprocess.Popen:
+    """Start `python -m flows serve-foreground` (the deployments' runner) detached; returns it."""
     env = {**os.environ, "PREFECT_API_URL": api_url}
-    return _spawn([sys.executable, "-m", "flows", "serve-foreground", "--root", str(root)], root, "serve", env)
+    command = [sys.executable, "-m", "flows", "serve-foreground", "--root", str(root), "--params", params_file]
+    return _spawn(command, root, "serve", env)
+
+
+def serve_in_background(root: Path, params_file: str, port: int, deployment: str) -> tuple[str, int]:
+    """`make serve`: one runner per workspace, confirmed alive; returns (API URL, runner pid).
+
+    Refuses (ServeError) when a runner already serves this workspace, so `make stop` always
+    stops everything; a runner that dies on start is reported with its log, and what this call
+    started is stopped again.
+    """
+    pid = running_runner(root)
+    if pid is not None:
+        raise ServeError(f"a runner already serves this workspace (pid {pid}, {state_dir(root) / 'serve.pid'}); "
+                         "run `make stop` first, then `make serve`")
+    api_url = os.environ.get("PREFECT_API_URL") or start_server(root, port)
+    log = state_dir(root) / "serve.log"
+    offset = log.stat().st_size if log.is_file() else 0
+    process = start_serving(root, api_url, params_file)
+    try:
+        # The deployment may already be on the server from an earlier serve: that proves nothing
+        # about this runner, so watch it a few seconds more before reporting success.
+        wait_for_deployment(root, api_url, deployment, process, offset)
+        confirm_alive(process, log, offset)
+    except ServeError:
+        stop(root)
+        raise
+    return api_url, process.pid
 
 
 def stop(root: Path) -> list[str]:
