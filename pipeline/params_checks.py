@@ -132,7 +132,7 @@ def cross_field_errors(params) -> list[str]:
     if train.crop_size > curate.patch_size:
         errors.append(
             f"train.crop_size={train.crop_size} is larger than the training patches "
-            f"(curate.patch_size={curate.patch_size}): use a crop_size <= {curate.patch_size}"
+            f"({curate.patch_size}px, curate.patch_size): use a crop_size <= {curate.patch_size}"
         )
     stride, why = derain_stride(params)
     if stride and train.crop_size % stride:

@@ -39,6 +39,7 @@ def params(tmp_path: Path, **checks):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["paths"] = {**raw["paths"], "pool": str(tmp_path / "pool"), "curated": str(tmp_path / "curated")}
     raw["curate"].update(patch_size=PATCH, patch_stride=PATCH, eval_size=EVAL)
+    raw["train"]["crop_size"] = PATCH  # params refuse crops larger than the patches
     raw["curate"]["selection"] = {"n_backgrounds": 40, "policy": "balanced", "bins": 3}
     raw["curate"]["checks"] = {**raw["curate"]["checks"], "min_train_patches": 20, **checks}
     return parse_params(raw)

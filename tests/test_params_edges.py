@@ -87,7 +87,7 @@ def test_crop_larger_than_patches_is_refused_at_load():
     raw = _default()
     raw["train"]["crop_size"] = 96
     with pytest.raises(ParamsError, match=r"train\.crop_size=96 is larger than the training patches "
-                                          r"\(curate\.patch_size=64\): use a crop_size <= 64"):
+                                          r"\(64px, curate\.patch_size\): use a crop_size <= 64"):
         parse_params(raw)
 
 
@@ -152,6 +152,9 @@ def test_every_profile_installs_on_a_fresh_clone(tmp_path: Path, name: str):
     assert result.returncode == 0, result.stderr
     assert (root / "params.yaml").read_bytes() == (REPO / "profiles" / f"{name}.yaml").read_bytes()
     assert not (root / "params.yaml.bak").exists()  # params.yaml was a profile: nothing to keep
+    # What `raincheck ingest` then needs: every folder source exists in a fresh clone.
+    for source in load_params(root / "params.yaml").ingest.sources:
+        assert source.type != "folder" or (root / source.path).is_dir(), f"{name}: {source.path} missing"
 
 
 def test_profile_with_a_missing_folder_is_refused_and_params_kept(tmp_path: Path):
