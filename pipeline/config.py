@@ -105,6 +105,7 @@ class Ingest(Strict):
     sources: list[Source] = Field(min_length=1)
     short_side: int = Field(512, ge=32, le=8192)  # larger photos are scaled down to this short side
     max_pixels: int = Field(120_000_000, ge=1_000_000)  # decompression-bomb guard (width * height)
+    max_file_bytes: int = Field(200_000_000, ge=1_000_000)  # larger files are rejected before reading
     min_images: int = Field(8, ge=1)  # fewer usable photos than this fails the ingest
 
 

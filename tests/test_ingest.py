@@ -59,7 +59,7 @@ def png16_rgb(values: np.ndarray) -> bytes:
 
 @pytest.fixture
 def odd_folder(tmp_path: Path) -> Path:
-    """A folder of 15 files: 10 usable in odd formats, 5 that must be rejected, 1 ignored."""
+    """A folder of 16 files: 10 usable in odd formats, 5 that must be rejected, 1 not a photo type."""
     folder = tmp_path / "odd"
     (folder / "sub").mkdir(parents=True)
     rng = np.random.default_rng(3)
@@ -71,7 +71,7 @@ def odd_folder(tmp_path: Path) -> Path:
     (folder / "zero.jpg").write_bytes(b"")
     (folder / "truncated.jpg").write_bytes(jpeg_bytes(textured_photo(rng, 120, 160))[:3000])
     (folder / "text.jpg").write_text("this is not a photo\n")
-    (folder / "notes.txt").write_text("ignored: not an image extension\n")
+    (folder / "notes.txt").write_text("rejected unread: not an image extension\n")
     Image.new("L", (1100, 1000)).save(folder / "huge.png")  # 1.1 M pixels > max_pixels below
     Image.fromarray(np.tile(RAMP16, (40, 1))).save(folder / "grey16.png")  # 40x60: not scaled
     (folder / "rgb16.png").write_bytes(png16_rgb(np.full((40, 50, 3), [65535, 32896, 0], np.uint16)))
@@ -115,7 +115,8 @@ def test_odd_files_are_converted_or_rejected_with_a_reason(odd_folder, tmp_path)
     assert reasons["odd/text.jpg"].startswith("not an image")
     assert "ingest.max_pixels=1000000" in reasons["odd/huge.png"]
     assert reasons["odd/sub/good_again.jpg"].startswith("duplicate: same bytes as folder-")
-    assert len(reasons) == 5 and summary["images"] == 10 and summary["rejected"] == 5
+    assert reasons["odd/notes.txt"].startswith("unsupported file type '.txt': photos are .bmp")
+    assert len(reasons) == 6 and summary["images"] == 10 and summary["rejected"] == 6
     assert summary["sources"]["folder/odd"]["found"] == 15
 
     for row in manifest:
@@ -155,7 +156,8 @@ def test_rerun_is_byte_identical(photo_folder, tmp_path):
     assert files == sorted(path.relative_to(second) for path in second.rglob("*") if path.is_file())
     for name in files:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "photos", "second"]  # no temporaries left
+    # No temporaries left (.raincheck/ holds the workspace's ingest lock).
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".raincheck", "first", "photos", "second"]
 
 
 def test_too_few_images_fails_and_keeps_the_previous_pool(photo_folder, odd_folder, tmp_path):

@@ -9,19 +9,26 @@ licences/<package>.copyright.
 - Reproducible: the pool is a function of the source bytes only (deterministic PNG encoding,
   sorted tables, no timestamps), so the same sources give a byte-identical pool and data.dvc
   changes only when the photos do.
-- Atomic: the pool is built in a temporary sibling directory and renamed into place; a failed
-  run leaves the previous pool untouched.
-- Bad files are skipped and listed with the reason; the run fails only when fewer than
-  ingest.min_images photos remain, or a source marked `required` cannot be fetched.
+- Atomic: the pool is built in a temporary sibling directory (`.data.XXXXXXXX/`) and renamed
+  into place; a failed run leaves the previous pool untouched. A killed run cannot remove its
+  temporary folder: the next run does (it holds `.raincheck/ingest.lock`, so no other ingest of
+  this workspace is building one).
+- Bad files are skipped and listed with the reason (files larger than ingest.max_file_bytes
+  without being read); the run fails only when fewer than ingest.min_images photos remain, or a
+  source marked `required` cannot be fetched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import re
+import shutil
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 from pipeline.config import Ingest, Params
 from pipeline.io import atomic_path, save_png, write_csv
@@ -58,7 +65,8 @@ def run_ingest(params: Params, root: Path) -> dict:
     unavailable: dict[str, str] = {}
     seen: dict[str, str] = {}  # sha256 -> image_id, to skip exact copies
 
-    with atomic_path(pool) as building:
+    with _ingest_lock(root), atomic_path(pool) as building:
+        _remove_stale_builds(pool, current=building.parent)
         (building / "images").mkdir(parents=True)
         for index, source in enumerate(settings.sources):
             key = f"ingest.sources[{index}]"
@@ -110,6 +118,9 @@ def run_ingest(params: Params, root: Path) -> dict:
 
 def _ingest_one(candidate: Candidate, package: Package, settings: Ingest, images: Path, seen: dict) -> dict:
     """Read, decode, scale and store one photo; returns its manifest row (raises DecodeError)."""
+    if candidate.size is not None and candidate.size > settings.max_file_bytes:
+        # Checked before reading: a 3 GB file named .jpg must not be read whole into memory.
+        raise DecodeError(f"too large: {candidate.size} bytes > ingest.max_file_bytes={settings.max_file_bytes} (not read)")
     try:
         data = candidate.read()
     except OSError as error:
@@ -140,6 +151,44 @@ def _ingest_one(candidate: Candidate, package: Package, settings: Ingest, images
         "orig_width": decoded.orig_width,
         "orig_height": decoded.orig_height,
     }
+
+
+@contextlib.contextmanager
+def _ingest_lock(root: Path) -> Iterator[None]:
+    """Hold `<root>/.raincheck/ingest.lock`: one ingest per workspace builds at a time."""
+    from filelock import FileLock, Timeout
+
+    path = root / ".raincheck" / "ingest.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise IngestError(f"another ingest holds {path} in this workspace; wait for it to finish") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _remove_stale_builds(pool: Path, current: Path) -> list[Path]:
+    """Delete the temporary build folders a killed ingest left beside `pool`; returns them.
+
+    Only folders named like atomic_path's (`.<pool>.` + 8 characters of tempfile.mkdtemp) that
+    hold nothing but a `<pool>` folder are removed, so a user's own `.data.something` stays.
+    """
+    pattern = re.compile(rf"\.{re.escape(pool.name)}\.[a-z0-9_]{{8}}")
+    removed = []
+    for folder in pool.parent.iterdir():
+        if folder == current or not pattern.fullmatch(folder.name) or folder.is_symlink() or not folder.is_dir():
+            continue
+        if {child.name for child in folder.iterdir()} <= {pool.name}:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    if removed:
+        print(f"[raincheck] removed {len(removed)} temporary folder(s) left by an interrupted ingest: "
+              f"{', '.join(f.name for f in removed)}", file=sys.stderr)
+    return removed
 
 
 def _rejection(package: Package, member: str, reason: str) -> dict:

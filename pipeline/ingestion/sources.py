@@ -27,11 +27,8 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 from pipeline.config import DebianSource, FolderSource, PypiSource
+from pipeline.ingestion.folders import walk_folder
 
-# Extensions read from a user's folder (any case); other files there are ignored, not rejected.
-PHOTO_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".pnm", ".gif"}
-)
 
 # Photos inside PyPI wheels: member -> licence (from each package's data README / docstrings).
 PYPI_PHOTOS: dict[str, dict[str, str]] = {
@@ -125,6 +122,7 @@ class Candidate:
     licence: str
     read: Callable[[], bytes]
     eet: bool = False  # an EET container: the photo is the largest JPEG inside (largest_jpeg)
+    size: int | None = None  # bytes, known before reading (file system or archive index)
 
 
 @dataclass
@@ -162,15 +160,12 @@ def _folder_package(source: FolderSource, root: Path, key: str) -> Package:
     folder = folder if folder.is_absolute() else root / folder
     if not folder.is_dir():
         raise FileNotFoundError(f"{key}.path: {folder} is not a folder of photos")
-    files = sorted(
-        (path for path in folder.rglob("*") if path.is_file() and path.suffix.lower() in PHOTO_SUFFIXES),
-        key=lambda path: path.relative_to(folder).as_posix(),
-    )
+    files, refused = walk_folder(folder)  # every entry not listed in `files` is in `refused`
     candidates = [
-        Candidate(path.relative_to(folder).as_posix(), source.licence, functools.partial(path.read_bytes))
-        for path in files
+        Candidate(member, source.licence, functools.partial(path.read_bytes), size=size)
+        for member, path, size in files
     ]
-    return Package("folder", folder.name, candidates=candidates)
+    return Package("folder", folder.name, candidates=candidates, refused=refused)
 
 
 # ----------------------------------------------------------------------------- PyPI wheels
@@ -190,7 +185,8 @@ def _pypi_packages(source: PypiSource, cache: Path) -> Iterator[Package]:
                 f"==> {member} <==\n{archive.read(member).decode('utf-8', 'replace')}\n" for member in notices
             )
             candidates = [
-                Candidate(member, photos[member], functools.partial(archive.read, member))
+                Candidate(member, photos[member], functools.partial(archive.read, member),
+                          size=archive.getinfo(member).file_size)
                 for member in sorted(members & photos.keys())
             ]
             yield Package("pypi", name, version, candidates, notice or None)
@@ -253,7 +249,8 @@ def _debian_packages(source: DebianSource, cache: Path) -> Iterator[Package]:
             stanzas = parse_copyright(notice or "")
             candidates = [
                 Candidate(member, licence_for(member, stanzas, rule.licence),
-                          functools.partial((target / member).read_bytes), rule.eet)
+                          functools.partial((target / member).read_bytes), rule.eet,
+                          size=(target / member).stat().st_size)
                 for member in keep_largest(rule, [m for m in extracted if m != copyright_member])
             ]
             yield Package("debian", name, version, candidates, notice, refused)
