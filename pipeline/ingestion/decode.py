@@ -19,7 +19,9 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # Pillow's modes for 16-bit grey
+# Pillow's modes for 16-bit grey. "I" (32-bit signed) also holds 16-bit PGM/PNM; a 32-bit integer
+# TIFF is refused in decode_photo, and "I" values outside 0..65535 in to_rgb8.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
@@ -54,6 +56,10 @@ def decode_photo(data: bytes, *, max_pixels: int, short_side: int) -> Decoded:
         except DECODE_ERRORS as error:
             raise DecodeError(f"corrupt header: {error}") from None
         width, height = image.size
+        bits = _tiff_bits(image)
+        if image.mode == "I" and bits > 16:
+            # Its range could be anything up to 2**32: scaling it as 16-bit clipped 99 % to white.
+            raise DecodeError(f"{bits}-bit integer pixels (TIFF): value range unknown; save as 8 or 16 bit")
         if width * height > max_pixels:
             raise DecodeError(
                 f"too large: {width}x{height} = {width * height} pixels > ingest.max_pixels={max_pixels}"
@@ -77,6 +83,8 @@ def to_rgb8(image: Image.Image) -> Image.Image:
     if mode in SIXTEEN_BIT_MODES:
         # 16-bit grey: 65535 -> 255 (Pillow's own convert("L") would clip instead of scaling).
         values = np.asarray(image, dtype=np.float64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DecodeError(f"integer pixels outside 0..65535 (mode {mode}): not 16-bit; save as 8 or 16 bit")
         grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
         return Image.fromarray(grey, "L").convert("RGB")
     if mode in ALPHA_MODES or "transparency" in image.info:
@@ -93,6 +101,15 @@ def to_rgb8(image: Image.Image) -> Image.Image:
         return image.convert("RGB")
     except ValueError as error:
         raise DecodeError(f"unsupported pixel format (mode {mode}): {error}") from None
+
+
+def _tiff_bits(image: Image.Image) -> int:
+    """Largest BitsPerSample a TIFF declares (0 for other formats or when it declares none)."""
+    tags = getattr(image, "tag_v2", None)
+    if image.format != "TIFF" or tags is None:
+        return 0
+    bits = tags.get(258, 0)  # 258 = BitsPerSample: one value, or one per channel
+    return max(bits) if isinstance(bits, tuple) and bits else int(bits or 0)
 
 
 def scale_down(image: Image.Image, short_side: int) -> Image.Image:
