@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.config import Curate, Params
 from pipeline.curation.checks import raise_on_failure, results_json, run_checks
 from pipeline.curation.complexity import MEASURES, measure_all
-from pipeline.curation.dedupe import dedupe, perceptual_hash
+from pipeline.curation.dedupe import dedupe, lossless_originals, perceptual_hash
 from pipeline.curation.patches import cut_patches, eval_crop_size, eval_crops, grid_positions, measure_patches
 from pipeline.curation.report import sheet_rows, write_report
 from pipeline.curation.selection import complexity_bins, select_patches
@@ -41,6 +41,7 @@ def run_curate(params: Params, root: Path) -> dict:
     cfg = params.curate
     pool, out = Path(root) / params.paths.pool, Path(root) / params.paths.curated
     image_ids = _pool_image_ids(pool)
+    lossless = lossless_originals(pool / "manifest.csv")  # ids; dedupe keeps them over lossy copies
 
     photo_rows, patch_data = _measure_pool(pool, image_ids, cfg)
     too_small = [r for r in photo_rows if min(r["width"], r["height"]) < cfg.patch_size]
@@ -50,6 +51,7 @@ def run_curate(params: Params, root: Path) -> dict:
         [r["phash"] for r in usable],
         [r["width"] * r["height"] for r in usable],
         cfg.dedupe_max_distance,
+        lossless=[r["image_id"] in lossless for r in usable],
     )
     split_of = assign_splits([[image_id] for image_id in kept], cfg.split.model_dump(), params.seed)
 

@@ -9,6 +9,7 @@ exactly one photo.
 
 from __future__ import annotations
 
+from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 import numpy as np
@@ -58,19 +59,38 @@ def near_duplicate_groups(hashes: Sequence[str], max_distance: int, block: int =
     return sorted(groups.values(), key=lambda group: group[0])
 
 
-def dedupe(
-    image_ids: Sequence[str], hashes: Sequence[str], pixels: Sequence[int], max_distance: int
-) -> tuple[list[str], list[dict]]:
-    """Keep one photo per near-duplicate group: the one with most pixels, ties to the smallest id.
+# Original file suffixes whose pixels are exactly the photographer's (no lossy compression).
+LOSSLESS_SUFFIXES = frozenset({".png", ".tif", ".tiff", ".bmp", ".ppm", ".pgm", ".pnm"})
 
-    Keeping the largest copy keeps the most detail (a downscaled copy is the one to drop).
+
+def lossless_originals(manifest: Path) -> set[str]:
+    """Image ids of a pool manifest.csv whose original file (`member`) had a lossless suffix."""
+    from pipeline.io import read_csv
+
+    return {row["image_id"] for row in read_csv(manifest)
+            if PurePosixPath(row.get("member") or "").suffix.lower() in LOSSLESS_SUFFIXES}
+
+
+def dedupe(
+    image_ids: Sequence[str],
+    hashes: Sequence[str],
+    pixels: Sequence[int],
+    max_distance: int,
+    lossless: Sequence[bool] | None = None,
+) -> tuple[list[str], list[dict]]:
+    """Keep one photo per near-duplicate group: the one with most pixels, then a lossless
+    original (`lossless[i]`, e.g. PNG/TIFF) over a lossy copy (JPEG), then the smallest id.
+
+    Keeping the largest copy keeps the most detail (a downscaled copy is the one to drop); at
+    equal size the lossless file has no compression artefacts.
     Returns (kept image ids, sorted; removed rows `{image_id, duplicate_of, distance}` sorted by id).
     """
-    if not len(image_ids) == len(hashes) == len(pixels):
-        raise ValueError("image_ids, hashes and pixels must have the same length")
+    lossless = [False] * len(image_ids) if lossless is None else list(lossless)
+    if not len(image_ids) == len(hashes) == len(pixels) == len(lossless):
+        raise ValueError("image_ids, hashes, pixels and lossless must have the same length")
     kept, removed = [], []
     for group in near_duplicate_groups(hashes, max_distance):
-        keeper = min(group, key=lambda i: (-int(pixels[i]), image_ids[i]))
+        keeper = min(group, key=lambda i: (-int(pixels[i]), not lossless[i], image_ids[i]))
         kept.append(image_ids[keeper])
         for index in group:
             if index != keeper:
