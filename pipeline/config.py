@@ -232,11 +232,14 @@ class RainConfig(Strict):
     @field_validator("angle", mode="before")
     @classmethod
     def _one_range_or_many(cls, value: object) -> object:
-        # `angle: [-30, 30]` is shorthand for the one-range list `[[-30, 30]]`.
+        # `angle: [-30, 30]` is shorthand for the one-range list `[[-30, 30]]`. Pairs become tuples:
+        # what a before-validator returns is validated as Python, where strict tuples refuse lists.
         if isinstance(value, (list, tuple)) and len(value) == 2 and all(
             isinstance(v, (int, float)) for v in value
         ):
-            return [value]
+            return [tuple(value)]
+        if isinstance(value, list):
+            return [tuple(pair) if isinstance(pair, list) else pair for pair in value]
         return value
 
     @field_validator("angle")
