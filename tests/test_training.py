@@ -161,8 +161,9 @@ def test_train_writes_a_self_contained_model_and_validation_log(workspace: Path)
 @pytest.mark.parametrize("model", [{"type": "resnet", "channels": 4, "blocks": 1},
                                    {"type": "timm_unet", "encoder": "test_efficientnet", "decoder_channels": 4}])
 def test_other_architectures_train(workspace: Path, model: dict):
-    params = tiny_params(model=model, iterations=2, val_every=2, crop_size=16 if model["type"] == "resnet" else 32)
-    if model["type"] == "timm_unet":  # stride 32: crops of 32² from 32² patches
+    if model["type"] == "resnet":
+        params = tiny_params(model=model, iterations=2, val_every=2, crop_size=16)
+    else:  # timm_unet, stride 32: crops of 32² from 32² patches (params refuse crops larger than patches)
         params = parse_params({**tiny_raw(model=model, iterations=2, val_every=2, crop_size=32),
                                "curate": {**tiny_raw()["curate"], "patch_size": 32}})
         patches = np.tile(np.load(workspace / params.paths.curated / "patches_train.npy"), (1, 2, 2, 1))
