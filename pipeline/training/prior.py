@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Params
+from pipeline.evaluation.report import recon_sheet  # the sheet lives with the other report pictures
 
 RESTART_FRACTION = 0.8  # no re-seeding after this fraction of iterations: the decoder settles
 VAL_SUBSET = 256  # patches scored at each interval (the final metrics use every val patch)
@@ -114,14 +115,6 @@ def fullsize_recon_psnr(prior, root: Path, params: Params, device) -> float | No
             clean = to_device(to_tensor(image[None, :height, :width]), device)
             scores.append(float(batch_psnr(prior(clean)[0], clean)[0]))
     return round(float(np.mean(scores)), 4) if scores else None
-
-
-def recon_sheet(originals: np.ndarray, recon) -> np.ndarray:
-    """uint8 image: originals (top row) over their reconstructions (bottom row), scaled ×2."""
-    top = np.concatenate(list(originals), axis=1)
-    bottom = np.concatenate(list((recon.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)), axis=1)
-    sheet = np.concatenate([top, bottom], axis=0)
-    return sheet.repeat(2, axis=0).repeat(2, axis=1)
 
 
 def run_prior(params: Params, root: Path, show_progress: bool = True) -> dict:
