@@ -9,14 +9,19 @@ STAMP := $(VENV)/.raincheck-installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test venv repro bench serve stop study help
+.PHONY: run test venv repro bench serve stop study plots help
 
 help:
 	@echo "make run    - whole pipeline on the default pool: fetch photos, curate, synthesize, train, evaluate, register"
 	@echo "make test   - the test suite"
-	@echo "make repro  - the DVC stages alone, without Prefect (dvc repro with the venv on PATH)"
+	@echo "make repro  - the DVC stages alone, without Prefect (dvc repro with the venv on PATH; ARGS=... passed on)"
+	@echo "make plots  - the dvc.yaml plots as PNG files + index.html in build/plots, viewable offline"
+	@echo "make serve  - start a local Prefect server and serve the scheduled retrain (schedule: in params.yaml), in the background"
+	@echo "make stop   - stop what make serve started"
+	@echo "make study  - the generalization study (STUDY=profiles/study-quick.yaml by default)"
 	@echo "make bench  - performance benchmarks (benchmarks/)"
 	@echo "make venv   - only create/update the virtual environment ($(VENV))"
+	@echo "make help   - this list"
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +51,9 @@ serve: $(STAMP)
 
 stop: $(STAMP)
 	$(PY) -m flows stop
+
+plots: $(STAMP)
+	$(PY) -m pipeline plots
 
 study: $(STAMP)
 	$(PY) -m flows study --params $(or $(STUDY),profiles/study-quick.yaml)

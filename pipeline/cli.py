@@ -109,6 +109,21 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plots(args: argparse.Namespace) -> int:
+    from pipeline.plots import PlotsError, render
+    from pipeline.runtime import project_environment
+
+    project_environment(args.root)
+    out = args.out if args.out.is_absolute() else args.root / args.out
+    try:
+        written = render(args.root, out)
+    except PlotsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"[raincheck] {len(written) - 1} plot(s) in {out}; open {written[-1]} (offline: no script, no CDN)")
+    return 0
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -135,26 +150,35 @@ def build_parser() -> argparse.ArgumentParser:
         step_parser = sub.add_parser(step, parents=[common], help=help_text, description=help_text)
         step_parser.set_defaults(handler=_cmd_step)
 
-    reg = sub.add_parser("register", parents=[common], help="log the evaluated model to MLflow, register it and apply the promotion gate")
+    text = "log the evaluated model to MLflow, register it and apply the promotion gate"
+    reg = sub.add_parser("register", parents=[common], help=text, description=text + " (resumable; identity is the weights' sha256)")
     reg.add_argument("--flow-run-id", default=None, help="Prefect flow run id to record in the lineage tags")
     reg.set_defaults(handler=_cmd_register)
 
-    registry = sub.add_parser("registry", parents=[common], help="show the model registry and the champion history, promote a version by hand, roll back")
+    text = "show the model registry and the champion history, promote a version by hand, roll back"
+    registry = sub.add_parser("registry", parents=[common], help=text, description=text + " (promote and rollback need --reason)")
     registry.add_argument("action", choices=["show", "history", "promote", "rollback"])
     registry.add_argument("version", nargs="?", help="version to promote (with `promote`)")
     registry.add_argument("--reason", default="", help="why (recorded on the version)")
     registry.set_defaults(handler=_cmd_registry)
 
-    predict = sub.add_parser("predict", parents=[common], help="derain an image file or a folder with the champion (or --version)")
+    text = "derain an image file or a folder with the champion (or --version)"
+    predict = sub.add_parser("predict", parents=[common], help=text, description=text)
     predict.add_argument("input", type=Path, help="image file or folder of images")
     predict.add_argument("output", type=Path, help="output file (for one image) or folder")
     predict.add_argument("--version", default=None, help="registered version or alias (default: champion)")
     predict.add_argument("--tile", type=int, default=None, help="tile edge for large images (default: evaluate.tile of the params)")
     predict.set_defaults(handler=_cmd_predict)
 
-    profile = sub.add_parser("profile", parents=[common], help="replace params.yaml with profiles/NAME.yaml (cpu, gpu, tiny)")
+    text = "replace params.yaml with profiles/NAME.yaml (cpu, gpu, tiny)"
+    profile = sub.add_parser("profile", parents=[common], help=text, description=text)
     profile.add_argument("name")
     profile.set_defaults(handler=_cmd_profile)
+
+    text = "render the dvc.yaml plots to PNG files and an index.html that open offline (no CDN)"
+    plots = sub.add_parser("plots", parents=[common], help=text, description=text + "; `dvc plots show` needs network for vega")
+    plots.add_argument("--out", type=Path, default=Path("build/plots"), help="output folder, under --root when relative (default: %(default)s)")
+    plots.set_defaults(handler=_cmd_plots)
     return parser
 
 

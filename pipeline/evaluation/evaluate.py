@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.config import PairedFolderSuite, Params
 from pipeline.evaluation.metrics import binary_mask, output_and_input_scores
-from pipeline.evaluation.report import Sample, make_sample, render_fullsize, render_report
+from pipeline.evaluation.report import Sample, make_sample, render_fullsize, render_report, report_subtitle
 from pipeline.io import atomic_path, write_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -299,7 +299,8 @@ def run_evaluate(params: Params, root: Path) -> dict:
         batch_size=settings.batch_size,
         device=device,
     )
-    written = write_outputs(root / params.paths.evaluation, result, [suite.name for suite in suites])
+    written = write_outputs(root / params.paths.evaluation, result, [suite.name for suite in suites],
+                            report_subtitle(params.train.model.type, root / params.paths.model / "model.pt", root))
     headline = ("psnr", "psnr_rain", "psnr_rain_gain", "psnr_bg", "empty_masks", "n_images")
     return {
         "outputs": [str(path) for path in written],
@@ -307,11 +308,11 @@ def run_evaluate(params: Params, root: Path) -> dict:
     }
 
 
-def write_outputs(folder: Path, result: EvaluationResult, suite_names: list[str]) -> list[Path]:
+def write_outputs(folder: Path, result: EvaluationResult, suite_names: list[str], subtitle: str = "") -> list[Path]:
     """Write metrics.json, per_image.csv and report.png into `folder`; returns their paths."""
     paths = [folder / "metrics.json", folder / "per_image.csv", folder / "report.png", folder / "fullsize.png"]
     write_json(paths[0], result.metrics)
     write_per_image(paths[1], result.rows)
-    render_report(paths[2], result.metrics, suite_names, result.samples)
+    render_report(paths[2], result.metrics, suite_names, result.samples, subtitle)
     render_fullsize(paths[3], result.samples)
     return paths

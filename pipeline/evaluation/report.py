@@ -148,8 +148,33 @@ def _draw_sample(axes, sample: Sample) -> None:
         ax.set_title(title, fontsize=8)
 
 
-def render_report(path: Path | str, metrics: dict, suites: list[str], samples: list[Sample]) -> None:
-    """Write the report PNG atomically: metric table (flat `<metric>/<suite>` keys) and samples."""
+def report_subtitle(model_type: str, model_path: Path, root: Path) -> str:
+    """Which model the report shows: its type, the sha256 of its weights (the registry's identity:
+    `raincheck registry show` lists it per version) and the git commit, `(modified)` when the files
+    that define a run differ from it. The gate verdict comes later (registration): in the MLflow
+    version's description and decision.json."""
+    from pipeline.registry.lineage import git_commit
+    from pipeline.training.checkpoint import file_digest
+
+    commit, dirty = git_commit(Path(root))
+    weights = file_digest(model_path)[:12] if Path(model_path).is_file() else "missing"
+    return f"{model_type} model, weights sha256 {weights}, commit {commit[:8]}{' (modified)' if dirty else ''}"
+
+
+def _colour_bar(figure, ax, cmap, norm) -> None:
+    """A horizontal colour bar in the table's top-right corner: the one scale every error map uses."""
+    import matplotlib.cm
+
+    cax = ax.inset_axes([0.80, 0.90, 0.18, 0.05])
+    bar = figure.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), cax=cax, orientation="horizontal", extend="max")
+    bar.set_label("|output - clean|, grey levels (grey: other region)", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
+
+
+def render_report(path: Path | str, metrics: dict, suites: list[str], samples: list[Sample], subtitle: str = "") -> None:
+    """Write the report PNG atomically: metric table (flat `<metric>/<suite>` keys), a colour bar
+    for the error maps, and samples; `subtitle` (report_subtitle) goes under the title."""
+    import matplotlib.colors
     from matplotlib.figure import Figure
 
     rows = table_rows(metrics, suites)
@@ -158,7 +183,8 @@ def render_report(path: Path | str, metrics: dict, suites: list[str], samples: l
     grid = figure.add_gridspec(1 + len(samples), 5, height_ratios=[table_height] + [2.8] * len(samples))
     table_ax = figure.add_subplot(grid[0, :])
     table_ax.axis("off")
-    table_ax.set_title(f"raincheck evaluation (error colour scale 0..{ERROR_VMAX:g} grey levels)", fontsize=10)
+    table_ax.set_title("raincheck evaluation" + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+    _colour_bar(figure, table_ax, matplotlib.colormaps["magma"].with_extremes(bad="#d0d0d0"), matplotlib.colors.Normalize(0.0, ERROR_VMAX))
     if rows:
         suite_width = min(0.16, 0.7 / len(suites))
         table = table_ax.table(
@@ -205,3 +231,23 @@ def render_fullsize(path: Path | str, samples: list[Sample]) -> None:
         top += header + sample.rainy.shape[0] + gap
     with atomic_path(path) as tmp:
         canvas.save(tmp, format="png")
+
+
+def recon_sheet(originals: np.ndarray, recon) -> np.ndarray:
+    """uint8 RGB image: originals (N, h, w, 3 uint8) over their reconstructions (recon: float NCHW
+    in [0, 1]), scaled x2, rows labelled, each reconstruction's PSNR (dB) under it."""
+    from PIL import Image, ImageDraw
+
+    from pipeline.evaluation.metrics import psnr
+
+    drawn = (recon.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+    sheet = np.concatenate([np.concatenate(list(originals), axis=1), np.concatenate(list(drawn), axis=1)], axis=0)
+    sheet, tile, label = sheet.repeat(2, axis=0).repeat(2, axis=1), originals.shape[2] * 2, 110
+    canvas = Image.new("RGB", (label + sheet.shape[1], sheet.shape[0] + 16), (255, 255, 255))
+    canvas.paste(Image.fromarray(sheet), (label, 0))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, sheet.shape[0] // 4 - 6), "original", fill=(0, 0, 0))
+    draw.text((4, 3 * sheet.shape[0] // 4 - 6), "prior's redrawing", fill=(0, 0, 0))
+    for i, (original, mine) in enumerate(zip(originals, drawn)):  # the tile's PSNR: what the prior cannot draw
+        draw.text((label + i * tile + 2, sheet.shape[0] + 2), f"{psnr(mine, original):.1f} dB", fill=(0, 0, 0))
+    return np.asarray(canvas)

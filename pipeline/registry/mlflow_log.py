@@ -1,44 +1,82 @@
 """Logging to MLflow: the runs behind the prior's and the deraining model's versions.
 
 One MLflow run per registered version, holding the params, the evaluation metrics, the training
-curves, the reports and the pyfunc model.
+curves, the datasets (mlflow.log_input), the reports and the pyfunc model (models from code,
+with an input example and pinned requirements). When training ran with MLflow configured, that run
+is the one training opened (pipeline.training.live_log), found by the weights it wrote; the
+registration adds to it. Otherwise a run is opened here and log.csv is logged after the fact.
 """
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version as installed_version
 from pathlib import Path
 
 from pipeline.config import Params
 from pipeline.io import read_csv, read_json
 from pipeline.registry.client import CURRENT, ensure_experiment, find_version
+from pipeline.training.live_log import find_trained_run, flatten, log_rows, log_summary, split_training_metrics
 
-# What the served model needs; explicit so logging never runs a pip resolution (offline-safe).
-PIP_REQUIREMENTS = ["torch>=2.4", "timm>=1.0", "numpy>=2", "pillow", "pandas", "pydantic>=2", "pyyaml"]
-DIFFUSERS_REQUIREMENT = "diffusers>=0.30,<1"  # rebuilds a pretrained_autoencoder prior's architecture
-
-
-def _flatten(prefix: str, obj: object) -> dict[str, str]:
-    if isinstance(obj, dict):
-        out: dict[str, str] = {}
-        for key, value in obj.items():
-            out.update(_flatten(f"{prefix}.{key}" if prefix else str(key), value))
-        return out
-    return {prefix: str(obj)[:500]}
+# What the served model needs. Pinned to the versions installed here (so `mlflow models serve
+# --env-manager virtualenv` rebuilds what was tested); explicit, so logging never runs a pip
+# resolution (offline-safe). The ranges apply where a package is not installed.
+REQUIREMENTS = {"torch": ">=2.4", "timm": ">=1.0", "numpy": ">=2", "pillow": "", "pandas": "", "pydantic": ">=2", "pyyaml": ""}
+DIFFUSERS = ("diffusers", ">=0.30,<1")  # rebuilds a pretrained_autoencoder prior's architecture
 
 
 def _log_curves(mlflow, log_csv: Path, prefix: str) -> None:
-    """Log a training log.csv (column `step` + numeric columns) as step-wise metrics."""
-    if not log_csv.is_file():
+    """Log every row of a training log.csv (column `step` + numeric columns) as step-wise metrics."""
+    if log_csv.is_file():
+        log_rows(mlflow.MlflowClient(), mlflow.active_run().info.run_id, read_csv(log_csv), prefix)
+
+
+def _log_training(mlflow, folder: Path, prefix: str, live: bool) -> None:
+    """The training curves and summary, unless the live training run already holds them."""
+    if live:
         return
-    for row in read_csv(log_csv):
-        step = int(float(row.pop("step")))
-        for key, value in row.items():
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                continue
-            if number == number:  # skip NaN
-                mlflow.log_metric(f"{prefix}/{key}", number, step=step)
+    _log_curves(mlflow, folder / "log.csv", prefix)
+    if (folder / "metrics.json").is_file():
+        rows = read_csv(folder / "log.csv") if (folder / "log.csv").is_file() else []
+        step = int(float(rows[-1]["step"])) if rows else 0
+        log_summary(mlflow.MlflowClient(), mlflow.active_run().info.run_id, read_json(folder / "metrics.json"), prefix, step,
+                    set(rows[-1]) if rows else set())
+
+
+def _new_params(mlflow, values: dict[str, str]) -> None:
+    """Log params the run does not have yet (a reused training run has its own: MLflow refuses
+    to change a logged value, and the training's are the ones that made the weights)."""
+    have = mlflow.MlflowClient().get_run(mlflow.active_run().info.run_id).data.params
+    new = {k: v for k, v in values.items() if k not in have}
+    if new:
+        mlflow.log_params(new)
+
+
+def log_datasets(mlflow, params: Params, root: Path, suites: list[str], pool_context: str) -> int:
+    """mlflow.log_input: the photo pool and each suite, each as a dataset named `pool` /
+    `suite/<name>` whose source is its manifest.csv and whose digest is the manifest's sha256
+    (first 16 hex), so a metric names the images it was computed on. Returns how many were logged
+    (a missing manifest is skipped)."""
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    from pipeline.training.checkpoint import file_digest
+
+    tables = [(root / params.paths.pool / "manifest.csv", "pool", pool_context)]
+    tables += [(root / params.paths.suites / name / "manifest.csv", f"suite/{name}", "evaluation") for name in suites]
+    logged = 0
+    for path, name, context in tables:
+        if not path.is_file():
+            continue
+        with warnings.catch_warnings():
+            # MLflow 3.17 registers its local-file source class twice and warns that a file URI
+            # "can be interpreted in multiple ways"; both are the same class.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            source = resolve_dataset_source(path.resolve().as_uri())
+        mlflow.log_input(MetaDataset(source, name=name, digest=file_digest(path)[:16]), context=context)
+        logged += 1
+    return logged
 
 
 def report_files(params: Params, root: Path) -> list[tuple[Path, str]]:
@@ -63,10 +101,16 @@ def numeric(metrics: dict) -> dict[str, float]:
 
 
 def pip_requirements(params: Params) -> list[str]:
-    """What the served models need: diffusers too when the prior is a pretrained diffusers autoencoder."""
-    if params.prior.model.type == "pretrained_autoencoder":
-        return [*PIP_REQUIREMENTS, DIFFUSERS_REQUIREMENT]
-    return list(PIP_REQUIREMENTS)
+    """What the served models need, `name==installed version` (else the range): diffusers too when
+    the prior is a pretrained diffusers autoencoder."""
+    wanted = [*REQUIREMENTS.items(), *([DIFFUSERS] if params.prior.model.type == "pretrained_autoencoder" else [])]
+    out = []
+    for name, fallback in wanted:
+        try:
+            out.append(f"{name}=={installed_version(name)}")
+        except PackageNotFoundError:
+            out.append(f"{name}{fallback}")
+    return out
 
 
 def prior_tags(tags: dict[str, str]) -> dict[str, str]:
@@ -76,62 +120,79 @@ def prior_tags(tags: dict[str, str]) -> dict[str, str]:
     return {**own, "model_sha256": tags["prior_sha256"]}
 
 
+def _run(mlflow, client, kind: str, sha256: str | None, name: str):
+    """The live training run that wrote these weights (reopened), else a new run; (context, live)."""
+    experiment = ensure_experiment(client)
+    trained = find_trained_run(client, experiment, kind, sha256) if sha256 else None
+    if trained is not None:
+        return mlflow.start_run(run_id=trained), True
+    return mlflow.start_run(experiment_id=experiment, run_name=name), False
+
+
+def _log_model(mlflow, name: str, code: Path, checkpoint: Path, params: Params, config: dict | None = None):
+    """The pyfunc from code (no pickle), with its checkpoint, input example and pinned requirements."""
+    from pipeline.serving.pyfunc import CHECKPOINT_ARTIFACT, input_example, signature
+
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(code),
+        model_config=config,
+        artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
+        code_paths=[str(Path(__file__).resolve().parents[1])],
+        signature=signature(),
+        input_example=input_example(),
+        pip_requirements=pip_requirements(params),
+    )
+
+
 def register_prior(client, params: Params, root: Path, tags: dict[str, str]) -> str:
-    """Register the prior as its own model (idempotent on its checkpoint digest); returns its version."""
+    """Register the prior as its own model, in its own run (idempotent on its checkpoint digest);
+    returns its version."""
     import mlflow
 
-    from pipeline.serving.pyfunc import CHECKPOINT_ARTIFACT, PriorPyfunc, signature
+    from pipeline.serving.pyfunc import PRIOR_CODE
 
     existing = find_version(client, params.register.prior_name, "prior_sha256", tags["prior_sha256"])
     if existing is not None:
         return existing.version
     prior_dir = root / params.paths.prior
-    with mlflow.start_run(experiment_id=ensure_experiment(client), run_name=f"prior {params.prior.model.type} @{tags.get('git_commit', 'none')[:8]}") as run:
+    context, live = _run(mlflow, client, "prior", tags["prior_sha256"],
+                         f"prior {params.prior.model.type} @{tags.get('git_commit', 'none')[:8]}")
+    with context as run:
         mlflow.set_tags({**prior_tags(tags), "raincheck.kind": "prior"})
-        mlflow.log_params(_flatten("prior", params.prior.model_dump(mode="json")))
-        metrics = prior_dir / "metrics.json"
-        if metrics.is_file():
-            mlflow.log_metrics(numeric(read_json(metrics)))
-        _log_curves(mlflow, prior_dir / "log.csv", "prior")
+        _new_params(mlflow, flatten("prior", params.prior.model_dump(mode="json")))
+        _log_training(mlflow, prior_dir, "prior", live)
+        log_datasets(mlflow, params, root, [], "training")
         if (prior_dir / "recon.png").is_file():
             mlflow.log_artifact(str(prior_dir / "recon.png"), artifact_path="reports")
-        info = mlflow.pyfunc.log_model(
-            name="prior",
-            python_model=PriorPyfunc(),
-            artifacts={CHECKPOINT_ARTIFACT: str(prior_dir / "prior.pt")},
-            code_paths=[str(Path(__file__).resolve().parents[1])],
-            signature=signature(),
-            pip_requirements=pip_requirements(params),
-        )
+        info = _log_model(mlflow, "prior", PRIOR_CODE, prior_dir / "prior.pt", params)
     version = mlflow.register_model(info.model_uri, params.register.prior_name, tags={**prior_tags(tags), "mlflow_run_id": run.info.run_id})
     client.set_registered_model_alias(params.register.prior_name, CURRENT, version.version)
     return version.version
 
 
 def log_derain_run(client, params: Params, root: Path, tags: dict[str, str], metrics: dict[str, float]) -> tuple[str, str]:
-    """One MLflow run with everything about this model; returns (run id, logged model URI)."""
+    """The deraining model's run with everything about it; returns (run id, logged model URI).
+
+    metrics: the evaluation's numbers; scores become metrics, image counts params (`evaluate_run.*`)."""
     import mlflow
 
-    from pipeline.serving.pyfunc import CHECKPOINT_ARTIFACT, DerainPyfunc, signature
+    from pipeline.serving.pyfunc import DERAIN_CODE
 
     paths = params.paths
-    with mlflow.start_run(experiment_id=ensure_experiment(client), run_name=f"derain {params.train.model.type} @{tags.get('git_commit', 'none')[:8]}") as run:
+    context, live = _run(mlflow, client, "derain", tags.get("model_sha256"),
+                         f"derain {params.train.model.type} @{tags.get('git_commit', 'none')[:8]}")
+    with context as run:
         mlflow.set_tags({**tags, "raincheck.kind": "derain"})
-        mlflow.log_params(_flatten("", params.model_dump(mode="json", exclude={"register"})))
-        mlflow.log_metrics(metrics)
-        train_metrics = root / paths.model / "metrics.json"
-        if train_metrics.is_file():
-            mlflow.log_metrics({f"train/{k}": v for k, v in numeric(read_json(train_metrics)).items()})
-        _log_curves(mlflow, root / paths.model / "log.csv", "train")
+        scores, bookkeeping = split_training_metrics(metrics)
+        _new_params(mlflow, {**flatten("", params.model_dump(mode="json", exclude={"register"})),
+                             **{f"evaluate_run.{k}": v for k, v in bookkeeping.items()}})
+        mlflow.log_metrics(scores)
+        _log_training(mlflow, root / paths.model, "train", live)
+        log_datasets(mlflow, params, root, [*params.train.val_suites, *params.evaluate.suites], "training")
         for path, folder in report_files(params, root):
             if path.is_file():
                 mlflow.log_artifact(str(path), artifact_path=folder)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=DerainPyfunc(tile=params.evaluate.tile, overlap=params.evaluate.overlap),
-            artifacts={CHECKPOINT_ARTIFACT: str(root / paths.model / "model.pt")},
-            code_paths=[str(Path(__file__).resolve().parents[1])],
-            signature=signature(),
-            pip_requirements=pip_requirements(params),
-        )
+        info = _log_model(mlflow, "model", DERAIN_CODE, root / paths.model / "model.pt", params,
+                          {"tile": params.evaluate.tile, "overlap": params.evaluate.overlap})
         return run.info.run_id, info.model_uri

@@ -9,9 +9,15 @@ fresh process without raincheck installed (torch, timm, pillow, pandas needed).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow.pyfunc
 
 CHECKPOINT_ARTIFACT = "checkpoint"
+# Models from code: log_model gets these files' paths, not pickled objects (MLflow's warning on
+# cloudpickle); each file builds its model with mlflow.models.set_model.
+DERAIN_CODE = Path(__file__).with_name("derain_model.py")
+PRIOR_CODE = Path(__file__).with_name("prior_model.py")
 
 
 class DerainPyfunc(mlflow.pyfunc.PythonModel):
@@ -26,6 +32,9 @@ class DerainPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         from pipeline.runtime import fast_allocation
+
+        config = getattr(context, "model_config", None) or {}
+        self.tile, self.overlap = int(config.get("tile", self.tile)), int(config.get("overlap", self.overlap))
 
         fast_allocation()  # the serving process is not started by raincheck: set it here
         from pipeline.models.factory import load_derain_model
@@ -54,6 +63,19 @@ def signature():
 
     schema = Schema([ColSpec("string", "image")])
     return ModelSignature(inputs=schema, outputs=schema)
+
+
+def input_example():
+    """A one-row request: an 8x8 grey-gradient RGB PNG, base64 (what `mlflow models serve` expects).
+
+    Logged with the model (MLflow validates serving with it and shows it in the UI)."""
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.serving.codec import IMAGE_COLUMN, encode_png
+
+    ramp = np.linspace(0, 255, 64, dtype=np.uint8).reshape(8, 8)
+    return pd.DataFrame({IMAGE_COLUMN: [encode_png(np.stack([ramp] * 3, axis=-1))]})
 
 
 class PriorPyfunc(mlflow.pyfunc.PythonModel):

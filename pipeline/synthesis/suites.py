@@ -103,23 +103,31 @@ def _tile(image: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((GALLERY_TILE, GALLERY_TILE), Image.NEAREST))
 
 
-def gallery(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
-    """One labelled row per (label, clean, rainy, rain layer): uint8 RGB image, tiles side by side."""
+def gallery(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], threshold: int = 50) -> np.ndarray:
+    """One labelled row per (label, clean, rainy, rain layer): uint8 RGB image, tiles side by side.
+
+    The last tile is the binary mask the evaluation scores (R > threshold, white = rain) with its
+    coverage (% of pixels), beside the soft rain layer R (0..255) it is cut from."""
     from PIL import Image, ImageDraw
 
     label_width, gap = 150, 4
     header = 18
-    width = label_width + 3 * (GALLERY_TILE + gap)
+    width = label_width + 4 * (GALLERY_TILE + gap)
     height = header + len(rows) * (GALLERY_TILE + gap)
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    for column, title in enumerate(("clean", "rainy", "rain layer R (mask)")):
+    for column, title in enumerate(("clean", "rainy", "soft rain layer R", f"mask R > {threshold}")):
         draw.text((label_width + column * (GALLERY_TILE + gap), 3), title, fill=(0, 0, 0))
     for r, (label, clean, rainy, layer) in enumerate(rows):
         top = header + r * (GALLERY_TILE + gap)
         draw.text((4, top + GALLERY_TILE // 2 - 12), label, fill=(0, 0, 0))
-        for column, image in enumerate((clean, rainy, layer)):
+        mask = layer > threshold
+        for column, image in enumerate((clean, rainy, layer, mask.astype(np.uint8) * 255)):
             canvas.paste(Image.fromarray(_tile(image)), (label_width + column * (GALLERY_TILE + gap), top))
+        # Coverage on a white box over the mask tile: what share of the image the rain-region PSNR scores.
+        left = label_width + 3 * (GALLERY_TILE + gap)
+        draw.rectangle((left, top + GALLERY_TILE - 14, left + 92, top + GALLERY_TILE), fill=(255, 255, 255))
+        draw.text((left + 3, top + GALLERY_TILE - 13), f"coverage {100 * mask.mean():.1f}%", fill=(200, 0, 0))
     return np.asarray(canvas)
 
 
@@ -165,6 +173,6 @@ def run_synthesize(params: Params, root: Path) -> dict:
         for preset in PRESETS:
             rainy, layer, drawn = synthesize_rain(background, [preset], stream_seed(params.seed, "gallery", preset))
             preset_rows.append((f"preset {preset}\nangle {drawn['angle']}, width {drawn['width']}", background, rainy, layer))
-        save_png(tmp / "gallery.png", gallery(preset_rows + gallery_rows))
+        save_png(tmp / "gallery.png", gallery(preset_rows + gallery_rows, params.synthesize.mask_threshold))
     summary["gallery"] = str(suites_dir / "gallery.png")
     return summary

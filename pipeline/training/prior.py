@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Params
+from pipeline.evaluation.report import recon_sheet  # the sheet lives with the other report pictures
 
 RESTART_FRACTION = 0.8  # no re-seeding after this fraction of iterations: the decoder settles
 VAL_SUBSET = 256  # patches scored at each interval (the final metrics use every val patch)
@@ -116,14 +117,6 @@ def fullsize_recon_psnr(prior, root: Path, params: Params, device) -> float | No
     return round(float(np.mean(scores)), 4) if scores else None
 
 
-def recon_sheet(originals: np.ndarray, recon) -> np.ndarray:
-    """uint8 image: originals (top row) over their reconstructions (bottom row), scaled ×2."""
-    top = np.concatenate(list(originals), axis=1)
-    bottom = np.concatenate(list((recon.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)), axis=1)
-    sheet = np.concatenate([top, bottom], axis=0)
-    return sheet.repeat(2, axis=0).repeat(2, axis=1)
-
-
 def run_prior(params: Params, root: Path, show_progress: bool = True) -> dict:
     """Train (or, for a pretrained autoencoder, measure) the prior described by `params.prior` and
     write `{prior}/` (see the module docstring)."""
@@ -183,6 +176,7 @@ def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:
     from pipeline.seeds import numpy_rng, torch_generator
     from pipeline.training.checkpoint import file_digest, load_state, save_state
     from pipeline.training.data import load_patches, random_crops, to_tensor
+    from pipeline.training.live_log import LiveRun, flatten
     from pipeline.training.loop import run_iterations, select_device, to_device
 
     cfg = params.prior
@@ -258,11 +252,22 @@ def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:
             if discriminator is not None:
                 state.update(discriminator=discriminator.state_dict(), disc_optimizer=disc_optimizer.state_dict())
             save_state(checkpoint_path, fingerprint, step, state)
+        if live is not None:
+            live.log_rows(rows[-1:])
 
-    timing = run_iterations(
-        start=start, end=cfg.iterations, make_batch=make_batch, train_step=train_step, interval=cfg.val_every,
-        on_interval=on_interval, patches_per_step=cfg.batch_size, desc="prior", show_progress=show_progress,
-    )
+    # The prior's own MLflow run, opened now: its curves arrive as it trains (live_log.py).
+    live = LiveRun.start("prior", f"prior {cfg.model.type}", {"seed": str(params.seed), **flatten("prior", cfg.model_dump(mode="json"))}, root)
+    if live is not None and rows:
+        live.log_rows(rows)  # resumed: the restored part of the curve first
+    try:
+        timing = run_iterations(
+            start=start, end=cfg.iterations, make_batch=make_batch, train_step=train_step, interval=cfg.val_every,
+            on_interval=on_interval, patches_per_step=cfg.batch_size, desc="prior", show_progress=show_progress,
+        )
+    except BaseException:
+        if live is not None:
+            live.fail()
+        raise
 
     model.eval()
     metrics = {**prior_scores(model, val_patches, device), "recon_psnr_fullsize": fullsize_recon_psnr(model, root, params, device),
@@ -275,4 +280,6 @@ def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:
     write_csv(out_dir / "log.csv", rows)
     write_json(out_dir / "metrics.json", metrics)
     checkpoint_path.unlink(missing_ok=True)  # the run finished: nothing left to resume
+    if live is not None:
+        live.finish(metrics, out_dir / "prior.pt", cfg.iterations)
     return {"prior": str(out_dir / "prior.pt"), "device": str(device), "resumed_from_step": start, **metrics}

@@ -108,6 +108,7 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
     from pipeline.synthesis.rain import rainify_batch
     from pipeline.training.checkpoint import file_digest, load_state, save_state
     from pipeline.training.data import load_patches, load_suite, random_crops, to_tensor
+    from pipeline.training.live_log import LiveRun, flatten
     from pipeline.training.loop import (
         image_set_scores, run_iterations, select_device, start_distributed, stop_distributed, suite_scores, to_device,
     )
@@ -158,6 +159,12 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scheduler.step_update(start)
+    # The MLflow run is opened now, so its duration and its curves are the training's (rank 0 only).
+    live = LiveRun.start("derain", f"derain {cfg.model.type}", {
+        **flatten("", {"seed": params.seed, "evaluate": {"mask_threshold": params.evaluate.mask_threshold}}),
+        **flatten("train", cfg.model_dump(mode="json"))}, root) if dist.is_main else None
+    if live is not None and rows:
+        live.log_rows(rows)  # resumed: the restored part of the curve first
     network = model
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -196,6 +203,8 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
         if not dist.is_main:
             return
         rows.append({"step": step, **train_scalars, **validate()})
+        if live is not None:
+            live.log_rows(rows[-1:])
         if step < cfg.iterations:
             save_state(checkpoint_path, fingerprint, step, {
                 "model": model.state_dict(), "ema": ema.module.state_dict(), "optimizer": optimizer.state_dict(),
@@ -209,6 +218,8 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
             show_progress=show_progress and dist.is_main,
         )
     except BaseException:
+        if live is not None:
+            live.fail()
         stop_distributed(dist, wait=False)  # the other processes may be gone: no barrier
         raise
     stop_distributed(dist)
@@ -234,4 +245,6 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
     write_csv(out_dir / "log.csv", rows)
     write_json(out_dir / "metrics.json", metrics)
     checkpoint_path.unlink(missing_ok=True)  # the run finished: nothing left to resume
+    if live is not None:
+        live.finish(metrics, out_dir / "model.pt", cfg.iterations)
     return {"model": str(out_dir / "model.pt"), "device": str(device), **metrics}

@@ -1,0 +1,89 @@
+"""Offline plots (`raincheck plots`), every subcommand's own --help text and `make help`.
+Real git + DVC in a tmp repository, real vl-convert; no network used (proxies point nowhere)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _offline_env(tmp_path: Path) -> dict:
+    dead = "http://127.0.0.1:9"  # any download attempt fails fast instead of reaching a CDN
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HTTP_PROXY": dead, "HTTPS_PROXY": dead, "http_proxy": dead,
+            "https_proxy": dead, "NO_PROXY": "", "DVC_NO_ANALYTICS": "1", "HOME": str(tmp_path / "home")}
+
+
+@pytest.mark.integration
+def test_plots_render_to_png_offline(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, repo / name)
+    (repo / "build/model").mkdir(parents=True)
+    (repo / "build/prior").mkdir(parents=True)
+    rows = "\n".join(f"{s},{1 / s},{20 + s / 100},{30 + s / 100}" for s in range(50, 1550, 50))
+    (repo / "build/model/log.csv").write_text("step,loss,psnr_rain/val,psnr_bg/val\n" + rows + "\n")
+    (repo / "build/prior/log.csv").write_text("step,loss,val_recon_psnr\n20,1,20\n40,0.5,22\n")
+    recon = np.random.default_rng(0).integers(0, 255, (24, 40, 3), dtype=np.uint8)
+    Image.fromarray(recon).save(repo / "build/prior/recon.png")
+    env = _offline_env(tmp_path)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True, env=env)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True, env=env)
+
+    result = subprocess.run([sys.executable, "-m", "pipeline", "plots", "--root", str(repo)], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = repo / "build" / "plots"
+    for name in ("training_loss", "validation_PSNR", "prior_reconstruction_PSNR"):
+        data = (out / f"{name}.png").read_bytes()
+        assert data.startswith(PNG_SIGNATURE)
+        with Image.open(out / f"{name}.png") as image:
+            assert image.width > 300 and image.height > 200
+            pixels = np.asarray(image.convert("L"))
+        assert pixels.min() < 100 and pixels.max() > 200  # drawn on, not a blank page
+    assert np.array_equal(np.asarray(Image.open(out / "build_prior_recon.png").convert("RGB")), recon)  # image plots copied
+    index = (out / "index.html").read_text()
+    assert "<script" not in index and "http" not in index and 'src="training_loss.png"' in index
+    assert not (repo / "dvc_plots").exists()  # DVC's own HTML/copies stay out of the workspace
+
+
+def test_plots_without_data_is_one_line(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(ROOT / "dvc.yaml", repo)
+    shutil.copy(ROOT / "params.yaml", repo)
+    env = _offline_env(tmp_path)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True, env=env)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True, env=env)
+    result = subprocess.run([sys.executable, "-m", "pipeline", "plots", "--root", str(repo)], capture_output=True, text=True, env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "run the pipeline first" in result.stderr
+
+
+def test_every_subcommand_has_its_own_description():
+    from pipeline.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    assert {"register", "registry", "predict", "profile", "plots", "train"} <= set(commands)
+    descriptions = {name: sub.description for name, sub in commands.items()}
+    assert all(descriptions.values()), [name for name, text in descriptions.items() if not text]
+    assert len(set(descriptions.values())) == len(descriptions)  # each its own, not the program's
+
+
+def test_make_help_lists_every_target():
+    makefile = (ROOT / "Makefile").read_text()
+    phony = set(re.search(r"^\.PHONY:(.*)$", makefile, re.M).group(1).split())
+    shown = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    listed = set(re.findall(r"^make (\S+)", shown, re.M))
+    assert phony - {"help"} <= listed and {"serve", "stop", "study", "plots"} <= listed
