@@ -9,7 +9,9 @@ swapped) on the workspace's curated patches and prior, then is scored on every s
 - `prior_resnet`: every pixel drawn by the frozen prior's decoder (the previous default);
 - `fused_prior`, and the same weights at fidelity 0.5: CodeFormer-style fusion;
 - `masked_prior`: JORDER-style rain mask, out = (1 - m) x + m prior(x);
-- `masked_fused`: the mask composition with the fused branch.
+- `masked_fused`: the mask composition with the fused branch;
+- `masked_subtract`: the mask composition whose re-drawing subtracts the estimated rain light where
+  the content shows through and uses the prior only where the rain hid it.
 
 It needs the workspace's build/curated, build/prior and build/suites (after `make run`, or
 `make repro ARGS=synthesize` and `make repro ARGS=prior`). Writes benchmarks/results/ablation.json
@@ -39,6 +41,7 @@ ARMS = {
     "fused_prior@0.5": {"type": "fused_prior", "blocks": 2},  # same weights, fidelity 0.5 at inference
     "masked_prior": {"type": "masked_prior", "blocks": 2},
     "masked_fused": {"type": "masked_fused", "blocks": 2},
+    "masked_subtract": {"type": "masked_prior", "blocks": 2, "composition": "subtract"},
 }
 INFERENCE_FIDELITY = {"fused_prior@0.5": 0.5}
 

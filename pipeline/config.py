@@ -403,7 +403,9 @@ class MaskedPriorSpec(Strict):
     init_from_prior: bool = True
     mask_channels: int = Field(12, ge=4, le=256)
     mask_deadzone: float = Field(0.1, ge=0, lt=1)  # mask values below this count as 0: pixel kept exactly
-    composition: Literal["replace", "darken"] = "replace"  # darken: rain only adds light, so only remove light
+    # replace: (1 - m)·x + m·P(x) | darken: P(x) may only remove light | subtract: the head also
+    # estimates the rain's light a and where content is lost o; re-drawing = (1 - o)·(x - a) + o·P(x)
+    composition: Literal["replace", "darken", "subtract"] = "replace"
 
 
 class FusedPriorSpec(Strict):
@@ -426,7 +428,7 @@ class MaskedFusedSpec(Strict):
     init_from_prior: bool = True
     mask_channels: int = Field(12, ge=4, le=256)
     mask_deadzone: float = Field(0.1, ge=0, lt=1)
-    composition: Literal["replace", "darken"] = "replace"
+    composition: Literal["replace", "darken", "subtract"] = "replace"
     detail_channels: int = Field(16, ge=4, le=256)
     fidelity: float = Field(1.0, ge=0, le=2)
 

@@ -25,21 +25,22 @@ MASK_INIT_BIAS = -4.0  # sigmoid(-4) = 0.018: training starts near the identity 
 
 
 class RainMaskHead(nn.Module):
-    """(N, 3, H, W) in [0, 1] -> mask logits (N, 1, H, W); `sigmoid(logits)` is the rain mask.
+    """(N, 3, H, W) in [0, 1] -> logits (N, outputs, H, W); `sigmoid` of channel 0 is the rain mask
+    (the `subtract` composition reads two more channels: the rain's light and the lost content).
 
     The input is replicate-padded once by the whole receptive field and every convolution is
     unpadded: one pad of 3 channels instead of a padded copy of every feature map (channels_last
     padding is a slow loop on the CPU).
     """
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, outputs: int = 1):
         super().__init__()
         self.reach = 1 + sum(MASK_DILATIONS)
         layers: list[nn.Module] = [nn.Conv2d(3, channels, 3), activation()]
         for dilation in MASK_DILATIONS:
             layers += [nn.Conv2d(channels, channels, 3, dilation=dilation), activation()]
         self.features = nn.Sequential(*layers)
-        self.to_logits = nn.Conv2d(channels, 1, 1)
+        self.to_logits = nn.Conv2d(channels, outputs, 1)
         nn.init.zeros_(self.to_logits.weight)
         nn.init.constant_(self.to_logits.bias, MASK_INIT_BIAS)
 
@@ -63,9 +64,14 @@ class MaskedComposition(DerainNet):
         super().__init__()
         self.branch = branch
         self.stride = branch.stride
-        self.mask_head = RainMaskHead(mask_channels)
         self.deadzone = deadzone
         self.darken = composition == "darken"
+        # subtract: every rain model here adds light, so where the content shows through, the
+        # input minus the estimated rain light is exact; only where the rain hid it (o -> 1) is
+        # the prior's drawing used. An ambiguous dry pixel then costs m·a (a is trained toward
+        # the median rain light there, 0), not m·|P(x) - x| (the prior's blur of fine detail).
+        self.subtract = composition == "subtract"
+        self.mask_head = RainMaskHead(mask_channels, outputs=3 if self.subtract else 1)
         self.aux: dict[str, torch.Tensor] = {}
 
     @property
@@ -80,15 +86,19 @@ class MaskedComposition(DerainNet):
 
     def rain_mask(self, x: torch.Tensor) -> torch.Tensor:
         """The composition mask m (N, 1, H, W) in [0, 1] of a batch (sides multiples of stride)."""
-        return self._mask(self.mask_head(x))
+        return self._mask(self.mask_head(x)[:, :1])
 
     def restore(self, x: torch.Tensor, return_latent: bool):
         drawn, latent = self.branch.restore(x, return_latent)
-        logits = self.mask_head(x)
+        heads = self.mask_head(x)
+        logits = heads[:, :1]
         if self.training:
             self.aux = {"mask_logits": logits, "drawn": drawn}
         if self.darken:  # every rain model here adds light: where the re-drawing is brighter, keep x
             drawn = torch.minimum(drawn, x)
+        if self.subtract:
+            light, lost = torch.sigmoid(heads[:, 1:2]), torch.sigmoid(heads[:, 2:3])
+            drawn = torch.lerp((x - light).clamp(min=0.0), drawn, lost)
         return torch.lerp(x, drawn, self._mask(logits)), latent
 
 
