@@ -42,6 +42,7 @@ ARMS = {
     "masked_prior": {"type": "masked_prior", "blocks": 2},
     "masked_fused": {"type": "masked_fused", "blocks": 2},
     "masked_subtract": {"type": "masked_prior", "blocks": 2, "composition": "subtract"},
+    "masked_prior_dz50": {"type": "masked_prior", "blocks": 2, "mask_deadzone": 0.5},
 }
 INFERENCE_FIDELITY = {"fused_prior@0.5": 0.5}
 
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iterations", type=int, default=None, help="training steps per arm (default: train.iterations)")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {', '.join(ARMS)}")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ablation.json")
+    parser.add_argument("--keep", type=Path, default=None, help="keep each arm's trained model.pt under KEEP/<arm>/ (default: a temporary folder)")
     args = parser.parse_args(argv)
     import os
 
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="raincheck-ablation-") as tmp:
         for arm in arms:
             print(f"[ablation] {arm} ...", file=sys.stderr, flush=True)
-            rows.append(run_arm(arm, base, Path(tmp), args.iterations, trained))
+            rows.append(run_arm(arm, base, args.keep or Path(tmp), args.iterations, trained))
             print(markdown(rows[-1:], base["evaluate"]["suites"]), file=sys.stderr, flush=True)
     table = markdown(rows, base["evaluate"]["suites"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
