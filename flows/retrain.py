@@ -9,6 +9,7 @@ Run it: `make run` (or `python -m flows retrain [--root DIR] [--refresh-pool] [-
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -166,7 +167,7 @@ def retrain(root: str = ".", params_file: str = "params.yaml", refresh_pool_firs
 
 def main(root: Path, params_file: str = "params.yaml", refresh: bool = False, force: bool = False) -> int:
     """Run the flow in `root` and print the summary (the environment is set by flows.__main__)."""
-    from pipeline.workspace import prepare_workspace, print_summary
+    from pipeline.workspace import WorkspaceError, prepare_workspace, print_summary, workspace_lock
 
     try:
         check_params_file(root, params_file)
@@ -174,6 +175,14 @@ def main(root: Path, params_file: str = "params.yaml", refresh: bool = False, fo
         print(f"error: {error}", file=sys.stderr)
         return 2
     prepare_workspace(root)
-    result = retrain(str(root), params_file, refresh, force=force)
+    with contextlib.ExitStack() as held:
+        try:
+            # Taken here too, before Prefect starts a server, so a second run is refused in a
+            # second; the flow's own workspace_lock is then re-entrant (pipeline.workspace.LOCK_ENV).
+            held.enter_context(workspace_lock(root))
+        except WorkspaceError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        result = retrain(str(root), params_file, refresh, force=force)
     print_summary(root, params_file, result)
     return 0

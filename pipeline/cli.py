@@ -27,15 +27,20 @@ STEPS = {
 
 
 def run_step(step: str, params_path: Path, root: Path) -> dict:
-    """Load params and run one step's entry function; returns its summary dict."""
+    """Load params and run one step's entry function under the workspace lock; returns its summary.
+
+    The lock (pipeline.workspace.workspace_lock) keeps a hand-run step from working beside a
+    flow's stage on the same files (checkpoint.pt); inside a flow the flow already holds it."""
     from pipeline.config import load_params
     from pipeline.runtime import project_environment
+    from pipeline.workspace import workspace_lock
 
     project_environment(root)
     params = load_params(params_path)
     module_name, function_name, _ = STEPS[step]
     entry = getattr(importlib.import_module(module_name), function_name)
-    return entry(params, root)
+    with workspace_lock(root):
+        return entry(params, root)
 
 
 def _print_summary(step: str, summary: dict, seconds: float) -> None:
@@ -55,8 +60,12 @@ def _cmd_register(args: argparse.Namespace) -> int:
     from pipeline.registry.register import run_register
     from pipeline.runtime import project_environment
 
+    from pipeline.workspace import workspace_lock
+
     project_environment(args.root)
-    result = run_register(load_params(args.params), args.root, flow_run_id=args.flow_run_id)
+    params = load_params(args.params)
+    with workspace_lock(args.root):
+        result = run_register(params, args.root, flow_run_id=args.flow_run_id)
     print(json.dumps(result, indent=2, sort_keys=True, default=str))
     return 0
 
@@ -195,12 +204,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --root {root} is not a directory (give the workspace: the folder with params.yaml)", file=sys.stderr)
         return 2
     from pipeline.config import ParamsError
+    from pipeline.workspace import WorkspaceError
 
     try:
         return args.handler(args)
     except ParamsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except WorkspaceError as error:  # e.g. the run lock is held: one line, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except Exception as error:
         if not _expected(error):
             raise  # bugs keep their traceback
