@@ -70,12 +70,44 @@ def stage_command(stage: str, force: bool = False) -> list[str]:
     return _dvc("repro", "--force", "--single-item", stage) if force else _dvc("repro", stage)
 
 
+# Stages that leave a resume checkpoint in their output folder (params.paths attribute).
+CHECKPOINT_FOLDERS = {"prior": "prior", "train": "model"}
+
+
+def stage_checkpoint(root: Path, stage: str) -> Path | None:
+    """`<stage's output folder>/checkpoint.pt` for the stages that resume, else None."""
+    from pipeline.config import load_params
+
+    folder = CHECKPOINT_FOLDERS.get(stage)
+    return None if folder is None else Path(root) / getattr(load_params(Path(root) / "params.yaml").paths, folder) / "checkpoint.pt"
+
+
+def drop_checkpoint(root: Path, stage: str, why: str) -> bool:
+    """Delete the stage's resume checkpoint (True if there was one), saying why."""
+    from pipeline.training.checkpoint import discard
+
+    path = stage_checkpoint(root, stage)
+    if path is None or not path.is_file():
+        return False
+    discard(path, why)
+    return True
+
+
 @task(name="stage")
 def run_stage(root: Path, stage: str, force: bool = False) -> bool:
     """`dvc repro <stage>`: runs the stage only if its deps, params or code changed (always when
-    `force`); True if it ran."""
+    `force`); True if it ran.
+
+    A forced stage starts from step 0 (its checkpoint is dropped first). A stage DVC skipped or
+    restored from its run cache has current outputs, so a checkpoint beside them belongs to an
+    abandoned run and is dropped: a later `--force` must not resume from it."""
+    if force:
+        drop_checkpoint(root, stage, "--force: the stage starts over")
     output = run_logged(stage_command(stage, force), root, stage)
-    return f"Running stage '{stage}'" in output
+    ran = f"Running stage '{stage}'" in output
+    if not ran:
+        drop_checkpoint(root, stage, "DVC skipped or restored the stage: its outputs are current")
+    return ran
 
 
 def transient_failure(task, task_run, state) -> bool:
