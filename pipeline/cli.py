@@ -106,6 +106,28 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve_model(args: argparse.Namespace) -> int:
+    """`mlflow models serve` of a registered version, with this interpreter's bin folder first on
+    PATH: MLflow starts the server as `exec uvicorn`, which a venv not on PATH lacks (exit 127)."""
+    import os
+
+    from pipeline.config import load_params
+    from pipeline.registry.client import mlflow_client, resolve_version
+    from pipeline.runtime import project_environment
+    from pipeline.serving.predict import model_uri
+
+    env = project_environment(args.root)  # MLFLOW_TRACKING_URI: the workspace's registry
+    params = load_params(args.params)
+    resolve_version(mlflow_client(), params.register.model_name, args.version)  # a wrong version: one line, before a server
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    command = [os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", model_uri(params, args.version),
+               "--env-manager", "local", "--host", args.host, "--port", str(args.port)]
+    print(f"[raincheck] serving {command[4]} on http://{args.host}:{args.port}/invocations", flush=True)
+    os.execve(command[0], command, dict(env))  # the server replaces this process: signals reach it
+    return 0  # not reached
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
     from pipeline.profiles import ProfileError, install_profile
 
@@ -178,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--version", default=None, help="registered version or alias (default: champion)")
     predict.add_argument("--tile", type=int, default=None, help="tile edge for large images (default: evaluate.tile of the params)")
     predict.set_defaults(handler=_cmd_predict)
+
+    text = "serve a registered model over HTTP (`mlflow models serve`, the venv's bin on PATH)"
+    serve = sub.add_parser("serve-model", parents=[common], help=text, description=text + "; POST base64 images to /invocations")
+    serve.add_argument("--version", default=None, help="registered version or alias (default: champion)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    serve.add_argument("--port", type=int, default=5001, help="port (default: %(default)s)")
+    serve.set_defaults(handler=_cmd_serve_model)
 
     text = "replace params.yaml with profiles/NAME.yaml (cpu, gpu, tiny)"
     profile = sub.add_parser("profile", parents=[common], help=text, description=text)

@@ -19,11 +19,12 @@ import numpy as np
 
 IMAGE_COLUMN = "image"
 ERROR_COLUMN = "error"
-# The served model refuses larger images (width * height), measured on 2 shared CPU cores with the
-# default model (benchmarks/README.md, "Serving"): 2048² answers in about 7 s within about 0.6 GB
-# RSS, so even a few queued requests finish before the scoring server's 60 s request timeout,
-# which otherwise answers 504 while the computation runs on.
-SERVING_MAX_PIXELS = 2048 * 2048
+# The served model refuses larger images (width * height). Measured with the default model
+# (masked_prior) on 2 shared CPU cores (benchmarks/README.md, "Serving"): 1536² (2x2 tiles of 1024)
+# answers in about 16 s within 1.3 GB peak RSS, 2048² (3x3 tiles) in 34-54 s, too close to the
+# scoring server's 60 s request timeout, after which it answers 504 while the computation runs on.
+# Requests are computed one at a time (pyfunc._COMPUTE): three queued 1536² requests fit in 60 s.
+SERVING_MAX_PIXELS = 1536 * 1536
 # Bigger than any photo: decode_photo never scales a request down (the answer keeps its size).
 NO_SCALING = 1 << 30
 
