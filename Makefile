@@ -9,7 +9,7 @@ STAMP := $(VENV)/.raincheck-installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test venv repro bench serve stop study plots help
+.PHONY: run test venv repro bench serve stop serve-model study plots help
 
 help:
 	@echo "make run    - whole pipeline on the default pool: fetch photos, curate, synthesize, train, evaluate, register"
@@ -18,6 +18,7 @@ help:
 	@echo "make plots  - the dvc.yaml plots as PNG files + index.html in build/plots, viewable offline"
 	@echo "make serve  - start a local Prefect server and serve the scheduled retrain (schedule: in params.yaml), in the background"
 	@echo "make stop   - stop what make serve started"
+	@echo "make serve-model - serve the champion over HTTP on 127.0.0.1:5001 (ARGS='--version 2 --port 5002' passed on)"
 	@echo "make study  - the generalization study (STUDY=profiles/study-quick.yaml by default)"
 	@echo "make bench  - performance benchmarks (benchmarks/)"
 	@echo "make venv   - only create/update the virtual environment ($(VENV))"
@@ -51,6 +52,9 @@ serve: $(STAMP)
 
 stop: $(STAMP)
 	$(PY) -m flows stop
+
+serve-model: $(STAMP)
+	$(PY) -m pipeline serve-model $(ARGS)
 
 plots: $(STAMP)
 	$(PY) -m pipeline plots

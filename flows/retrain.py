@@ -9,6 +9,7 @@ Run it: `make run` (or `python -m flows retrain [--root DIR] [--refresh-pool] [-
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -69,12 +70,44 @@ def stage_command(stage: str, force: bool = False) -> list[str]:
     return _dvc("repro", "--force", "--single-item", stage) if force else _dvc("repro", stage)
 
 
+# Stages that leave a resume checkpoint in their output folder (params.paths attribute).
+CHECKPOINT_FOLDERS = {"prior": "prior", "train": "model"}
+
+
+def stage_checkpoint(root: Path, stage: str) -> Path | None:
+    """`<stage's output folder>/checkpoint.pt` for the stages that resume, else None."""
+    from pipeline.config import load_params
+
+    folder = CHECKPOINT_FOLDERS.get(stage)
+    return None if folder is None else Path(root) / getattr(load_params(Path(root) / "params.yaml").paths, folder) / "checkpoint.pt"
+
+
+def drop_checkpoint(root: Path, stage: str, why: str) -> bool:
+    """Delete the stage's resume checkpoint (True if there was one), saying why."""
+    from pipeline.training.checkpoint import discard
+
+    path = stage_checkpoint(root, stage)
+    if path is None or not path.is_file():
+        return False
+    discard(path, why)
+    return True
+
+
 @task(name="stage")
 def run_stage(root: Path, stage: str, force: bool = False) -> bool:
     """`dvc repro <stage>`: runs the stage only if its deps, params or code changed (always when
-    `force`); True if it ran."""
+    `force`); True if it ran.
+
+    A forced stage starts from step 0 (its checkpoint is dropped first). A stage DVC skipped or
+    restored from its run cache has current outputs, so a checkpoint beside them belongs to an
+    abandoned run and is dropped: a later `--force` must not resume from it."""
+    if force:
+        drop_checkpoint(root, stage, "--force: the stage starts over")
     output = run_logged(stage_command(stage, force), root, stage)
-    return f"Running stage '{stage}'" in output
+    ran = f"Running stage '{stage}'" in output
+    if not ran:
+        drop_checkpoint(root, stage, "DVC skipped or restored the stage: its outputs are current")
+    return ran
 
 
 def transient_failure(task, task_run, state) -> bool:
@@ -166,7 +199,7 @@ def retrain(root: str = ".", params_file: str = "params.yaml", refresh_pool_firs
 
 def main(root: Path, params_file: str = "params.yaml", refresh: bool = False, force: bool = False) -> int:
     """Run the flow in `root` and print the summary (the environment is set by flows.__main__)."""
-    from pipeline.workspace import prepare_workspace, print_summary
+    from pipeline.workspace import WorkspaceError, prepare_workspace, print_summary, workspace_lock
 
     try:
         check_params_file(root, params_file)
@@ -174,6 +207,14 @@ def main(root: Path, params_file: str = "params.yaml", refresh: bool = False, fo
         print(f"error: {error}", file=sys.stderr)
         return 2
     prepare_workspace(root)
-    result = retrain(str(root), params_file, refresh, force=force)
+    with contextlib.ExitStack() as held:
+        try:
+            # Taken here too, before Prefect starts a server, so a second run is refused in a
+            # second; the flow's own workspace_lock is then re-entrant (pipeline.workspace.LOCK_ENV).
+            held.enter_context(workspace_lock(root))
+        except WorkspaceError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        result = retrain(str(root), params_file, refresh, force=force)
     print_summary(root, params_file, result)
     return 0

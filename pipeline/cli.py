@@ -27,15 +27,20 @@ STEPS = {
 
 
 def run_step(step: str, params_path: Path, root: Path) -> dict:
-    """Load params and run one step's entry function; returns its summary dict."""
+    """Load params and run one step's entry function under the workspace lock; returns its summary.
+
+    The lock (pipeline.workspace.workspace_lock) keeps a hand-run step from working beside a
+    flow's stage on the same files (checkpoint.pt); inside a flow the flow already holds it."""
     from pipeline.config import load_params
     from pipeline.runtime import project_environment
+    from pipeline.workspace import workspace_lock
 
     project_environment(root)
     params = load_params(params_path)
     module_name, function_name, _ = STEPS[step]
     entry = getattr(importlib.import_module(module_name), function_name)
-    return entry(params, root)
+    with workspace_lock(root):
+        return entry(params, root)
 
 
 def _print_summary(step: str, summary: dict, seconds: float) -> None:
@@ -55,8 +60,12 @@ def _cmd_register(args: argparse.Namespace) -> int:
     from pipeline.registry.register import run_register
     from pipeline.runtime import project_environment
 
+    from pipeline.workspace import workspace_lock
+
     project_environment(args.root)
-    result = run_register(load_params(args.params), args.root, flow_run_id=args.flow_run_id)
+    params = load_params(args.params)
+    with workspace_lock(args.root):
+        result = run_register(params, args.root, flow_run_id=args.flow_run_id)
     print(json.dumps(result, indent=2, sort_keys=True, default=str))
     return 0
 
@@ -95,6 +104,28 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"error: {len(failures)} input(s) skipped: {', '.join(str(p) for p, _ in failures)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _cmd_serve_model(args: argparse.Namespace) -> int:
+    """`mlflow models serve` of a registered version, with this interpreter's bin folder first on
+    PATH: MLflow starts the server as `exec uvicorn`, which a venv not on PATH lacks (exit 127)."""
+    import os
+
+    from pipeline.config import load_params
+    from pipeline.registry.client import mlflow_client, resolve_version
+    from pipeline.runtime import project_environment
+    from pipeline.serving.predict import model_uri
+
+    env = project_environment(args.root)  # MLFLOW_TRACKING_URI: the workspace's registry
+    params = load_params(args.params)
+    resolve_version(mlflow_client(), params.register.model_name, args.version)  # a wrong version: one line, before a server
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    command = [os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", model_uri(params, args.version),
+               "--env-manager", "local", "--host", args.host, "--port", str(args.port)]
+    print(f"[raincheck] serving {command[4]} on http://{args.host}:{args.port}/invocations", flush=True)
+    os.execve(command[0], command, dict(env))  # the server replaces this process: signals reach it
+    return 0  # not reached
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
@@ -170,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tile", type=int, default=None, help="tile edge for large images (default: evaluate.tile of the params)")
     predict.set_defaults(handler=_cmd_predict)
 
+    text = "serve a registered model over HTTP (`mlflow models serve`, the venv's bin on PATH)"
+    serve = sub.add_parser("serve-model", parents=[common], help=text, description=text + "; POST base64 images to /invocations")
+    serve.add_argument("--version", default=None, help="registered version or alias (default: champion)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    serve.add_argument("--port", type=int, default=5001, help="port (default: %(default)s)")
+    serve.set_defaults(handler=_cmd_serve_model)
+
     text = "replace params.yaml with profiles/NAME.yaml (cpu, gpu, tiny)"
     profile = sub.add_parser("profile", parents=[common], help=text, description=text)
     profile.add_argument("name")
@@ -195,12 +233,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --root {root} is not a directory (give the workspace: the folder with params.yaml)", file=sys.stderr)
         return 2
     from pipeline.config import ParamsError
+    from pipeline.workspace import WorkspaceError
 
     try:
         return args.handler(args)
     except ParamsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except WorkspaceError as error:  # e.g. the run lock is held: one line, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except Exception as error:
         if not _expected(error):
             raise  # bugs keep their traceback

@@ -33,25 +33,48 @@ def prepare_workspace(root: Path) -> None:
         _dvc(root, "config", "core.autostage", "true")
 
 
+# Set while a process holds a workspace's run lock, to that lock's path; inherited by the processes
+# it starts (`dvc repro` -> `python -m pipeline train`), which run under the holder's lock.
+LOCK_ENV = "RAINCHECK_RUN_LOCK"
+
+
+def lock_path(root: Path) -> Path:
+    """`root/.raincheck/run.lock`, absolute (the same text whatever path the caller gave)."""
+    return Path(root).resolve() / ".raincheck" / "run.lock"
+
+
 @contextlib.contextmanager
 def workspace_lock(root: Path, timeout: float = 0) -> Iterator[None]:
     """Hold `.raincheck/run.lock` so two pipeline runs never work in one workspace at once.
 
-    With timeout 0 a second run fails at once with a message naming the lock; a positive
-    timeout waits that many seconds first.
+    Taken by the flow and by every `raincheck <step>` / `raincheck register`. With timeout 0 a
+    second run fails at once (WorkspaceError naming the lock); a positive timeout waits that many
+    seconds first. Re-entrant down the process tree: while held, $RAINCHECK_RUN_LOCK names the
+    lock, so the stages the holder runs (a flow's `dvc repro` -> `raincheck train`) go ahead.
     """
+    import os
+
     from filelock import FileLock, Timeout
 
-    path = Path(root) / ".raincheck" / "run.lock"
+    path = lock_path(root)
+    if os.environ.get(LOCK_ENV) == str(path):
+        yield  # this process or its parent holds it
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path))
     try:
         lock.acquire(timeout=timeout)
     except Timeout:
-        raise WorkspaceError(f"another raincheck run holds {path} in this workspace; wait for it to finish") from None
+        raise WorkspaceError(f"another raincheck run holds {path} in this workspace (a flow or a step); wait for it to finish") from None
+    previous = os.environ.get(LOCK_ENV)
+    os.environ[LOCK_ENV] = str(path)
     try:
         yield
     finally:
+        if previous is None:
+            os.environ.pop(LOCK_ENV, None)
+        else:
+            os.environ[LOCK_ENV] = previous
         lock.release()
 
 

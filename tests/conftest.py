@@ -81,3 +81,14 @@ def retrained(tmp_path_factory) -> dict:
     workspace, env, params = make_workspace(base)
     flow = run([sys.executable, "-m", "flows", "retrain", "--root", str(workspace)], workspace, env)
     return {"workspace": workspace, "remote": base / "remote", "env": env, "stdout": flow.stdout, "params": params}
+
+
+@pytest.fixture(scope="module")
+def retrained_copy(retrained, tmp_path_factory) -> dict:
+    """A module's own copy of the `retrained` workspace (registry, artifacts and DVC cache
+    included), for tests that promote, register, serve or retrain: the shared session workspace
+    stays as the end-to-end tests expect it, whatever the order the modules run in."""
+    from tests.workspaces import child_env, copy_workspace
+
+    workspace = copy_workspace(retrained["workspace"], tmp_path_factory.mktemp("copy") / "ws")
+    return {**retrained, "workspace": workspace, "env": child_env(workspace)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import yaml
 from pipeline.config import Params, parse_params
 from pipeline.io import read_csv, read_json, save_npy, save_png
 from pipeline.models.factory import CheckpointError, create_model, load_derain_model, load_prior
-from pipeline.training.checkpoint import ResumeError, load_state, save_state
+from pipeline.training.checkpoint import code_digest, load_state, save_state
 from pipeline.training.prior import prior_scores, run_prior
 from pipeline.training.train import run_train, training_loss
 
@@ -189,16 +190,39 @@ def test_bad_training_inputs_are_named(workspace: Path):
         run_train(tiny_params(), workspace, show_progress=False)
 
 
-def test_resume_refuses_changed_settings(tmp_path: Path):
+def test_resume_discards_a_stale_checkpoint(tmp_path: Path, capsys):
     path = tmp_path / "checkpoint.pt"
     save_state(path, {"train": {"lr": 0.001, "batch_size": 4}, "seed": 1}, 3, {"weights": torch.ones(2)})
     state = load_state(path, {"train": {"lr": 0.001, "batch_size": 4}, "seed": 1})
     assert state["step"] == 3 and torch.equal(state["weights"], torch.ones(2))
-    with pytest.raises(ResumeError, match=r"train.lr: 0.001 in the checkpoint, 0.002 now[\s\S]*delete .*checkpoint.pt"):
-        load_state(path, {"train": {"lr": 0.002, "batch_size": 4}, "seed": 1})
+    assert load_state(path, {"train": {"lr": 0.002, "batch_size": 4}, "seed": 1}) is None and not path.exists()
+    assert re.search(r"checkpoint.pt: discarded a stale training checkpoint \(written with other settings, inputs or code: "
+                     r"train.lr: 0.001 in the checkpoint, 0.002 now\); starting from step 0", capsys.readouterr().err)
     path.write_bytes(b"garbage")
-    with pytest.raises(ResumeError, match="unreadable training checkpoint"):
-        load_state(path, {})
+    assert load_state(path, {}) is None and not path.exists()
+    assert "discarded a stale training checkpoint (unreadable" in capsys.readouterr().err
+
+
+def test_train_starts_over_from_a_stale_checkpoint_instead_of_failing(workspace: Path, capsys):
+    """A checkpoint left by a run of other settings (e.g. beside outputs DVC restored from its run
+    cache) is discarded: the stage runs from step 0 instead of failing or resuming it."""
+    params = tiny_params()
+    checkpoint = workspace / params.paths.model / "checkpoint.pt"
+    save_state(checkpoint, {"train": {"lr": 0.5}, "seed": 1, "code": "older"}, 1, {"rows": []})
+    summary = run_train(params, workspace, show_progress=False)
+    assert summary["resumed_from_step"] == 0 and not checkpoint.exists()
+    assert "discarded a stale training checkpoint (written with other settings, inputs or code: code: 'older'" in capsys.readouterr().err
+
+
+def test_code_digest_follows_the_code(tmp_path: Path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "pkg" / "notes.txt").write_text("not code")
+    before = code_digest(tmp_path / "pkg")
+    (tmp_path / "pkg" / "notes.txt").write_text("changed, still not code")
+    assert code_digest(tmp_path / "pkg") == before
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    assert code_digest(tmp_path / "pkg") != before
 
 
 def _cli(args: list[str], root: Path, params_file: Path) -> list[str]:
@@ -225,8 +249,6 @@ def test_killed_training_resumes_to_the_uninterrupted_result(workspace: Path, tm
     process.wait()
     assert checkpoint.exists() and not (workspace / params.paths.model / "model.pt").exists()
 
-    with pytest.raises(ResumeError, match=r"train.lr: 0.001 in the checkpoint, 0.002 now"):
-        run_train(tiny_params(iterations=200, val_every=10, lr=0.002), workspace, show_progress=False)
     summary = run_train(params, workspace, show_progress=False)
     assert summary["resumed_from_step"] > 0
     resumed = torch.load(workspace / params.paths.model / "model.pt", weights_only=True)["state_dict"]

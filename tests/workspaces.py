@@ -84,3 +84,25 @@ def mlflow_query(workspace: Path, env: dict, body: str) -> str:
     """Run Python against the workspace's MLflow (project-local SQLite); returns the last line printed."""
     script = "import json, mlflow\nfrom pipeline.runtime import project_environment\nproject_environment('.')\nc = mlflow.MlflowClient()\n" + body
     return run([sys.executable, "-c", script], workspace, env).stdout.strip().splitlines()[-1]
+
+
+def copy_workspace(source: Path, dest: Path) -> Path:
+    """A private copy of a workspace with its `.raincheck` state (MLflow registry and artifacts, DVC
+    cache): a test that promotes, registers or retrains there leaves the source as it was.
+
+    MLflow stores absolute artifact locations in its SQLite database: every text cell naming the
+    source workspace is rewritten to name the copy, so new artifacts land in the copy too."""
+    import sqlite3
+
+    shutil.copytree(source, dest, symlinks=True)
+    database = dest / ".raincheck" / "mlflow.db"
+    if database.is_file():
+        old, new = str(source), str(dest)
+        with sqlite3.connect(database) as connection:
+            tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            for table in tables:
+                for column in connection.execute(f'PRAGMA table_info("{table}")').fetchall():
+                    if column[2].upper() in ("TEXT", "VARCHAR") or column[2].upper().startswith("VARCHAR"):
+                        connection.execute(f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?) '
+                                           f'WHERE "{column[1]}" LIKE ?', (old, new, f"%{old}%"))
+    return dest

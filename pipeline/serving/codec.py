@@ -1,7 +1,12 @@
-"""Images in and out of the served model: base64-encoded PNG/JPEG bytes <-> uint8 RGB arrays.
+"""Images in and out of the served model: base64-encoded image files <-> uint8 RGB arrays.
 
-The REST payload is `{"dataframe_records": [{"image": "<base64 PNG or JPEG>"}, ...]}` and the
-answer carries base64 PNG in the same column, so any image size travels unchanged.
+The REST payload is `{"dataframe_records": [{"image": "<base64 PNG, JPEG, TIFF, ...>"}, ...]}` and
+the answer carries base64 PNG in the same column, so any accepted size travels unchanged.
+
+Decoding is the ingest decoder (pipeline.ingestion.decode.decode_photo), never scaled down: 16-bit
+scaled to 8 bits, alpha composited on white, EXIF orientation and ICC profiles applied, float
+and 32-bit integer pixels refused. A photo is seen by the model the same way whether it came
+through ingest, `raincheck predict` or the HTTP server.
 """
 
 from __future__ import annotations
@@ -13,6 +18,15 @@ import io
 import numpy as np
 
 IMAGE_COLUMN = "image"
+ERROR_COLUMN = "error"
+# The served model refuses larger images (width * height). Measured with the default model
+# (masked_prior) on 2 shared CPU cores (benchmarks/README.md, "Serving"): 1536² (2x2 tiles of 1024)
+# answers in about 16 s within 1.3 GB peak RSS, 2048² (3x3 tiles) in 34-54 s, too close to the
+# scoring server's 60 s request timeout, after which it answers 504 while the computation runs on.
+# Requests are computed one at a time (pyfunc._COMPUTE): three queued 1536² requests fit in 60 s.
+SERVING_MAX_PIXELS = 1536 * 1536
+# Bigger than any photo: decode_photo never scales a request down (the answer keeps its size).
+NO_SCALING = 1 << 30
 
 
 class PayloadError(ValueError):
@@ -20,7 +34,7 @@ class PayloadError(ValueError):
 
 
 def encode_png(image: np.ndarray) -> str:
-    """uint8 HxWx3 RGB -> base64 text of a PNG."""
+    """uint8 (H, W, 3) RGB in [0, 255] -> base64 text of a PNG."""
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -28,25 +42,26 @@ def encode_png(image: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def read_image(data: bytes, max_pixels: int = 64_000_000, what: str = "image") -> np.ndarray:
-    """Bytes of a PNG/JPEG/... file -> uint8 HxWx3 RGB (EXIF orientation applied); PayloadError otherwise."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def read_image(data: bytes, max_pixels: int = 120_000_000, what: str = "image", limit_name: str = "ingest.max_pixels") -> np.ndarray:
+    """Bytes of an image file -> uint8 (H, W, 3) RGB in [0, 255], decoded as ingest decodes.
+
+    Raises PayloadError "`what`: reason" for anything ingest would reject (not an image, corrupt,
+    float pixels, more than `max_pixels` pixels, which the message calls `limit_name`)."""
+    from pipeline.ingestion.decode import DecodeError, decode_photo
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > max_pixels:
-                raise PayloadError(f"{what}: {img.width}x{img.height} exceeds {max_pixels} pixels")
-            return np.asarray(ImageOps.exif_transpose(img).convert("RGB")).copy()
-    except (UnidentifiedImageError, OSError):
-        raise PayloadError(f"{what} does not decode to an image (PNG or JPEG expected)") from None
+        return decode_photo(data, max_pixels=max_pixels, short_side=NO_SCALING).image
+    except DecodeError as error:
+        reason = str(error).replace(f"ingest.max_pixels={max_pixels}", f"{limit_name}={max_pixels}")
+        raise PayloadError(f"{what}: {reason}") from None
 
 
-def decode_image(text: object, max_pixels: int = 64_000_000) -> np.ndarray:
-    """base64 text of an image file -> uint8 HxWx3 RGB; PayloadError on anything else."""
+def decode_image(text: object, max_pixels: int = SERVING_MAX_PIXELS, what: str = f"column '{IMAGE_COLUMN}'") -> np.ndarray:
+    """base64 text of an image file -> uint8 (H, W, 3) RGB; PayloadError naming `what` otherwise."""
     if not isinstance(text, (str, bytes)):
-        raise PayloadError(f"column '{IMAGE_COLUMN}' must hold base64 text of a PNG/JPEG, got {type(text).__name__}")
+        raise PayloadError(f"{what}: expected base64 text of an image file (PNG, JPEG, TIFF, ...), got {type(text).__name__}")
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise PayloadError(f"column '{IMAGE_COLUMN}' is not valid base64") from None
-    return read_image(raw, max_pixels, what=f"column '{IMAGE_COLUMN}'")
+        raise PayloadError(f"{what}: not valid base64 (expected base64 text of an image file: PNG, JPEG, TIFF, ...)") from None
+    return read_image(raw, max_pixels, what=what, limit_name="the serving limit max_pixels")

@@ -115,7 +115,10 @@ def predict_paths(params: Params, source: Path, target: Path, version: str | Non
     written = []
     for path, out in tqdm(pairs, desc="derain", unit="img"):
         try:
-            image = read_image(path.read_bytes(), what=str(path))
+            # The ingest decoder and its limits: a photo is seen as ingest would see it.
+            if path.stat().st_size > params.ingest.max_file_bytes:
+                raise PayloadError(f"{path}: {path.stat().st_size} bytes > ingest.max_file_bytes={params.ingest.max_file_bytes}")
+            image = read_image(path.read_bytes(), params.ingest.max_pixels, what=str(path))
             save_png(out, derain_array(model, image, tile=tile or params.evaluate.tile, overlap=params.evaluate.overlap))
         except PayloadError as error:
             failures.append((path, str(error).removeprefix(f"{path}").lstrip(": ") or "does not decode"))

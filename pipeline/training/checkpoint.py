@@ -1,23 +1,23 @@
 """Resumable training state: atomic checkpoint files, `weights_only` loads, refusal of mismatches.
 
 A run's *fingerprint* is a JSON-able dict of everything that decides its result (its params
-section, the seed, digests of its input files). A checkpoint is resumed only when the stored
-fingerprint equals the current one; otherwise the error lists what changed.
+section, the seed, digests of its input files and of the step's code). A checkpoint is resumed
+only when the stored fingerprint equals the current one. Any other checkpoint is stale (left by a
+run of other settings, inputs or code, e.g. when DVC restored the stage from its run cache instead
+of re-running it): it is deleted with a note on stderr saying what differed, and the step starts
+from step 0, as DVC expects a stage to.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 from pipeline.io import atomic_path
 
 STATE_FORMAT = "raincheck-train-state/1"
-
-
-class ResumeError(ValueError):
-    """An interrupted run's checkpoint that must not be resumed; the message says why and what to do."""
 
 
 def file_digest(path: Path | str, chunk: int = 1 << 20) -> str:
@@ -26,6 +26,19 @@ def file_digest(path: Path | str, chunk: int = 1 << 20) -> str:
     with Path(path).open("rb") as handle:
         while block := handle.read(chunk):
             sha.update(block)
+    return sha.hexdigest()
+
+
+def code_digest(*sources: Path | str) -> str:
+    """sha256 (hex) over the `.py` files of `sources` (files or folders), path and bytes, in sorted
+    order: a checkpoint written by other code is not resumed."""
+    sha = hashlib.sha256()
+    files = []
+    for source in map(Path, sources):
+        files.extend(sorted(source.rglob("*.py")) if source.is_dir() else [source])
+    for path in files:
+        sha.update(f"{path.parent.name}/{path.name}\0".encode())
+        sha.update(path.read_bytes())
     return sha.hexdigest()
 
 
@@ -55,10 +68,17 @@ def save_state(path: Path | str, fingerprint: dict, step: int, state: dict) -> N
         torch.save(payload, tmp)
 
 
+def discard(path: Path, reason: str) -> None:
+    """Delete a stale checkpoint, saying why on stderr (one line per difference)."""
+    print(f"[raincheck] {path}: discarded a stale training checkpoint ({reason}); starting from step 0", file=sys.stderr)
+    path.unlink(missing_ok=True)
+
+
 def load_state(path: Path | str, fingerprint: dict) -> dict | None:
     """The saved state of an interrupted run with this fingerprint; None when there is none.
 
-    Raises ResumeError for an unreadable file or one written with other settings or inputs.
+    A checkpoint that is unreadable, foreign, or written with other settings, inputs or code is
+    stale: it is deleted (with a note) and None returned, so the step starts over.
     """
     import torch
 
@@ -68,14 +88,14 @@ def load_state(path: Path | str, fingerprint: dict) -> dict | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # corrupt, truncated or foreign: torch raises several types
-        raise ResumeError(f"{path}: unreadable training checkpoint ({error}); delete it to start over") from None
+        discard(path, f"unreadable: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        return None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise ResumeError(f"{path}: not a raincheck training checkpoint; delete it to start over")
+        discard(path, "not a raincheck training checkpoint")
+        return None
     changed = differences(state["fingerprint"], json.loads(json.dumps(fingerprint)))
     if changed:
-        raise ResumeError(
-            f"{path}: refusing to resume an interrupted run whose settings or inputs differ from now:\n  "
-            + "\n  ".join(changed)
-            + f"\nResuming would mix two different runs. Restore those settings to resume, or delete {path} to start over."
-        )
+        # Resuming would mix two different runs; DVC re-ran the stage for the current settings.
+        discard(path, "written with other settings, inputs or code: " + "; ".join(changed))
+        return None
     return state

@@ -174,7 +174,8 @@ def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:
     from pipeline.models.factory import create_model, prior_checkpoint
     from pipeline.models.vq import PatchDiscriminator
     from pipeline.seeds import numpy_rng, torch_generator
-    from pipeline.training.checkpoint import file_digest, load_state, save_state
+    from pipeline.training.checkpoint import code_digest, file_digest, load_state, save_state
+    from pipeline.training.train import TRAIN_CODE
     from pipeline.training.data import load_patches, random_crops, to_tensor
     from pipeline.training.live_log import LiveRun, flatten
     from pipeline.training.loop import run_iterations, select_device, to_device
@@ -198,7 +199,7 @@ def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:
 
     checkpoint_path = out_dir / "checkpoint.pt"
     fingerprint = {"prior": cfg.model_dump(mode="json"), "seed": params.seed,
-                   "patches_prior": file_digest(curated / "patches_prior.npy")}
+                   "patches_prior": file_digest(curated / "patches_prior.npy"), "code": code_digest(*TRAIN_CODE)}
     state = load_state(checkpoint_path, fingerprint)
     start = 0
     if state is not None:

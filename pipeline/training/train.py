@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pipeline.config import PRIOR_ARCHITECTURES, Params
 
+# The code whose change makes an interrupted run's checkpoint stale (a subset of the train stage's deps).
+TRAIN_CODE = tuple(Path(__file__).resolve().parents[1] / name for name in ("training", "models", "synthesis", "config.py", "seeds.py"))
 EMA_WARMUP_POWER = 2 / 3  # timm's EMA warmup: decay 1 - (1 + step)^-p, capped at train.ema_decay
 
 
@@ -106,7 +108,7 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
     from pipeline.models.factory import create_model, derain_checkpoint
     from pipeline.seeds import numpy_rng, torch_generator
     from pipeline.synthesis.rain import rainify_batch
-    from pipeline.training.checkpoint import file_digest, load_state, save_state
+    from pipeline.training.checkpoint import code_digest, file_digest, load_state, save_state
     from pipeline.training.data import load_patches, load_suite, random_crops, to_tensor
     from pipeline.training.live_log import LiveRun, flatten
     from pipeline.training.loop import (
@@ -149,6 +151,8 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
         "processes": dist.world_size,
         "patches_train": file_digest(patches_path),
         "prior": file_digest(prior_path) if prior_path else None,
+        "mask_threshold": params.evaluate.mask_threshold,  # in the loss
+        "code": code_digest(*TRAIN_CODE),
     }
     state = load_state(checkpoint_path, fingerprint)
     start = 0
