@@ -43,6 +43,9 @@ ARMS = {
     "masked_fused": {"type": "masked_fused", "blocks": 2},
     "masked_subtract": {"type": "masked_prior", "blocks": 2, "composition": "subtract"},
     "masked_prior_dz50": {"type": "masked_prior", "blocks": 2, "mask_deadzone": 0.5},
+    "masked_subtract_dz30": {"type": "masked_prior", "blocks": 2, "composition": "subtract", "mask_deadzone": 0.3},
+    "masked_prior_gated": {"type": "masked_prior", "blocks": 2, "bright_gate": 11},
+    "masked_subtract_gated": {"type": "masked_prior", "blocks": 2, "composition": "subtract", "mask_deadzone": 0.3, "bright_gate": 11},
 }
 INFERENCE_FIDELITY = {"fused_prior@0.5": 0.5}
 

@@ -215,6 +215,13 @@ def main(root: Path, params_file: str = "params.yaml", refresh: bool = False, fo
         except WorkspaceError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        result = retrain(str(root), params_file, refresh, force=force)
+        from prefect import tags
+
+        from pipeline.config import load_params
+
+        params = load_params(root / params_file)
+        # Flow-run tags: filter runs by profile and model architecture in the Prefect UI.
+        with tags(f"profile:{params.profile}", f"model:{params.train.model.type}", "raincheck"):
+            result = retrain(str(root), params_file, refresh, force=force)
     print_summary(root, params_file, result)
     return 0

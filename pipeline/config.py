@@ -406,6 +406,9 @@ class MaskedPriorSpec(Strict):
     # replace: (1 - m)·x + m·P(x) | darken: P(x) may only remove light | subtract: the head also
     # estimates the rain's light a and where content is lost o; re-drawing = (1 - o)·(x - a) + o·P(x)
     composition: Literal["replace", "darken", "subtract"] = "replace"
+    # Rain adds light to thin structures: a pixel is re-drawn only as far as it is brighter than its
+    # surroundings (white top-hat over a bright_gate x bright_gate window); 0 = no gate.
+    bright_gate: int = Field(0, ge=0, le=63)
 
 
 class FusedPriorSpec(Strict):
@@ -429,6 +432,9 @@ class MaskedFusedSpec(Strict):
     mask_channels: int = Field(12, ge=4, le=256)
     mask_deadzone: float = Field(0.1, ge=0, lt=1)
     composition: Literal["replace", "darken", "subtract"] = "replace"
+    # Rain adds light to thin structures: a pixel is re-drawn only as far as it is brighter than its
+    # surroundings (white top-hat over a bright_gate x bright_gate window); 0 = no gate.
+    bright_gate: int = Field(0, ge=0, le=63)
     detail_channels: int = Field(16, ge=4, le=256)
     fidelity: float = Field(1.0, ge=0, le=2)
 

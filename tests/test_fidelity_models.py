@@ -35,6 +35,26 @@ def test_mask_zero_returns_the_input_exactly_and_mask_one_the_prior_branch():
         assert torch.allclose(model(x), model.branch(x), atol=1e-6)
 
 
+def test_subtract_composition_removes_the_rain_light_and_uses_the_prior_only_where_saturated():
+    """subtract: with the mask on, a pixel that shows through comes back as x - a (exact for
+    additive rain), a pixel clipped to white comes back as the prior branch's drawing, and with
+    the mask off the input comes back bit for bit."""
+    from pipeline.models.masked import saturation
+
+    model = create_model("masked_prior_tiny", prior=tiny_prior(), composition="subtract").eval()
+    x = images() * 0.8  # nothing saturated
+    x[:, :, :4, :4] = 1.0  # a white corner: the rain clipped it
+    light = 0.25
+    with torch.no_grad():
+        model.mask_head.to_logits.bias.copy_(torch.tensor([1e4, float(np.log(light / (1 - light)))]))
+        out, drawn = model(x), model.branch(x)
+        assert torch.allclose(out[:, :, 8:, 8:], (x[:, :, 8:, 8:] - light).clamp(min=0), atol=1e-6)
+        assert torch.allclose(out[:, :, :4, :4], drawn[:, :, :4, :4], atol=1e-6)
+        model.mask_head.to_logits.bias[0] = -1e4  # m = 0
+        assert torch.equal(model(x), x)
+    assert saturation(x)[:, :, :4, :4].min() == 1 and saturation(x)[:, :, 8:, 8:].max() == 0
+
+
 def test_masked_model_starts_near_the_identity():
     model = create_model("masked_fused_tiny", prior=tiny_prior()).eval()
     x = images()

@@ -49,6 +49,35 @@ class RainMaskHead(nn.Module):
         return self.to_logits(self.features(padded))
 
 
+GATE_SCALE = 0.05  # top-hat (0..1) at which the gate is fully open: 13 grey levels brighter than around
+
+
+def bright_excess(x: torch.Tensor, window: int) -> torch.Tensor:
+    """White top-hat of the grey image, (N, 1, H, W) in [0, 1]: how much brighter each pixel is
+    than the grey-level opening (erosion then dilation) over `window` x `window` px, i.e. the light
+    of bright structures thinner than the window. 0 beside a streak (its halo) and on flat areas.
+    Separable min/max pools with edge replication: O(window) per pixel."""
+    grey = x.mean(dim=1, keepdim=True)
+    pad = window // 2
+
+    def pool(image: torch.Tensor, sign: float) -> torch.Tensor:  # max (sign 1) or min (sign -1)
+        image = F.pad(image * sign, (pad, pad, 0, 0), mode="replicate")
+        image = F.max_pool2d(image, (1, window), stride=1)
+        image = F.pad(image, (0, 0, pad, pad), mode="replicate")
+        return F.max_pool2d(image, (window, 1), stride=1) * sign
+
+    return (grey - pool(pool(grey, -1.0), 1.0)).clamp(min=0.0)
+
+
+SATURATED = 0.94  # darkest channel above this: a saturating add may have clipped the content away
+
+
+def saturation(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) in [0, 1]: 0 where the darkest channel is <= SATURATED, 1 at pure white; where
+    the rain clipped a pixel to white, subtracting its light cannot bring the content back."""
+    return ((x.amin(dim=1, keepdim=True) - SATURATED) / (1.0 - SATURATED)).clamp(0.0, 1.0)
+
+
 class MaskedComposition(DerainNet):
     """out = x + m · (branch(x) - x): the branch re-draws only where the mask head sees rain.
 
@@ -60,18 +89,21 @@ class MaskedComposition(DerainNet):
     inference nothing is kept.
     """
 
-    def __init__(self, branch: DerainNet, mask_channels: int, deadzone: float = 0.0, composition: str = "replace"):
+    def __init__(self, branch: DerainNet, mask_channels: int, deadzone: float = 0.0, composition: str = "replace",
+                 bright_gate: int = 0):
         super().__init__()
         self.branch = branch
         self.stride = branch.stride
         self.deadzone = deadzone
+        self.bright_gate = bright_gate | 1 if bright_gate else 0  # an odd window: centred
         self.darken = composition == "darken"
         # subtract: every rain model here adds light, so where the content shows through, the
-        # input minus the estimated rain light is exact; only where the rain hid it (o -> 1) is
-        # the prior's drawing used. An ambiguous dry pixel then costs m·a (a is trained toward
-        # the median rain light there, 0), not m·|P(x) - x| (the prior's blur of fine detail).
+        # input minus the estimated rain light a is exact; only where the rain saturated the pixel
+        # (the content is lost) does the prior's drawing take over. An ambiguous dry pixel then
+        # costs m·a (L1 trains a toward the median rain light there: 0), not m·|P(x) - x| (the
+        # prior's blur of fine detail, and the streak's light smeared into its neighbours).
         self.subtract = composition == "subtract"
-        self.mask_head = RainMaskHead(mask_channels, outputs=3 if self.subtract else 1)
+        self.mask_head = RainMaskHead(mask_channels, outputs=2 if self.subtract else 1)
         self.aux: dict[str, torch.Tensor] = {}
 
     @property
@@ -86,7 +118,14 @@ class MaskedComposition(DerainNet):
 
     def rain_mask(self, x: torch.Tensor) -> torch.Tensor:
         """The composition mask m (N, 1, H, W) in [0, 1] of a batch (sides multiples of stride)."""
-        return self._mask(self.mask_head(x)[:, :1])
+        return self._gated(x, self._mask(self.mask_head(x)[:, :1]))[0]
+
+    def _gated(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mask times the bright gate, the top-hat excess) or (mask, None) without a gate."""
+        if not self.bright_gate:
+            return mask, None
+        excess = bright_excess(x, self.bright_gate)
+        return mask * (excess / GATE_SCALE).clamp(max=1.0), excess
 
     def restore(self, x: torch.Tensor, return_latent: bool):
         drawn, latent = self.branch.restore(x, return_latent)
@@ -96,10 +135,13 @@ class MaskedComposition(DerainNet):
             self.aux = {"mask_logits": logits, "drawn": drawn}
         if self.darken:  # every rain model here adds light: where the re-drawing is brighter, keep x
             drawn = torch.minimum(drawn, x)
+        mask, excess = self._gated(x, self._mask(logits))
         if self.subtract:
-            light, lost = torch.sigmoid(heads[:, 1:2]), torch.sigmoid(heads[:, 2:3])
-            drawn = torch.lerp((x - light).clamp(min=0.0), drawn, lost)
-        return torch.lerp(x, drawn, self._mask(logits)), latent
+            light = torch.sigmoid(heads[:, 1:2])
+            if excess is not None:  # the rain's light cannot exceed the pixel's excess over its surroundings
+                light = torch.minimum(light, excess)
+            drawn = torch.lerp((x - light).clamp(min=0.0), drawn, saturation(x))
+        return torch.lerp(x, drawn, mask), latent
 
 
 def _prior_branch(spec, prior) -> DerainNet:
@@ -113,12 +155,12 @@ def _prior_branch(spec, prior) -> DerainNet:
 
 @register_architecture("masked_prior", MaskedPriorSpec)
 def build_masked_prior(spec: MaskedPriorSpec, prior=None, **_: object) -> MaskedComposition:
-    return MaskedComposition(_prior_branch(spec, prior), spec.mask_channels, spec.mask_deadzone, spec.composition)
+    return MaskedComposition(_prior_branch(spec, prior), spec.mask_channels, spec.mask_deadzone, spec.composition, spec.bright_gate)
 
 
 @register_architecture("masked_fused", MaskedFusedSpec)
 def build_masked_fused(spec: MaskedFusedSpec, prior=None, **_: object) -> MaskedComposition:
-    return MaskedComposition(_prior_branch(spec, prior), spec.mask_channels, spec.mask_deadzone, spec.composition)
+    return MaskedComposition(_prior_branch(spec, prior), spec.mask_channels, spec.mask_deadzone, spec.composition, spec.bright_gate)
 
 
 register_variant("masked_prior_tiny", {"type": "masked_prior", "blocks": 1, "mask_channels": 4})
