@@ -53,9 +53,12 @@ def factor_levels(results: list[dict]) -> dict[str, tuple[str, Any, Any]]:
     """{factor: (params key, low level, high level)} for the factors the grid varies (levels as `short` labels).
 
     N: smallest vs largest; complexity: smooth vs textured; model: resnet vs the other model.
+    Only finished cells (with per-image scores) count.
     """
     values: dict[str, set] = {}
     for result in results:
+        if result.get("per_image") is None:
+            continue  # a failed cell: its level has nothing to pair
         for key, value in result["config"].items():
             values.setdefault(key, set()).add(short(value))
     out = {}
