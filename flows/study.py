@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -102,6 +103,7 @@ def run_cell(root: Path, cell_id: str, label: str, params: dict, results_dir: Pa
     if cached.is_file():
         logger.info("cell %s (%s): reusing finished result", cell_id, label)
         return read_json(cached)
+    started = time.time()
     cell_dir = root / ".raincheck" / "study" / "cells" / cell_id
     _prepare_cell(root, cell_dir, params)
     run_logged([sys.executable, "-m", "dvc", "repro", "evaluate"], cell_dir, f"cell {cell_id}",
@@ -109,7 +111,8 @@ def run_cell(root: Path, cell_id: str, label: str, params: dict, results_dir: Pa
     evaluation, model = cell_dir / params["paths"]["evaluation"], cell_dir / params["paths"]["model"]
     result = {"cell_id": cell_id, "label": label, "worker": _dask_worker(), "metrics": read_json(evaluation / "metrics.json"),
               "train": read_json(model / "metrics.json"), "curve": _read_csv(model / "log.csv"),
-              "per_image": _read_csv(evaluation / "per_image.csv", ("suite", "image_id", "psnr_rain_gain", "psnr_bg_gain"))}
+              "per_image": _read_csv(evaluation / "per_image.csv", ("suite", "image_id", "psnr_rain_gain", "psnr_bg_gain")),
+              "started": started, "finished": time.time()}  # epoch seconds: benchmarks/bench_study.py reads them
     write_json(cached, result)
     subprocess.run(["git", "worktree", "remove", "--force", str(cell_dir)], cwd=root, capture_output=True)
     return result
