@@ -25,10 +25,10 @@ class StageFailed(RuntimeError):
     """A DVC stage exited non-zero; the message carries the stage's own error output."""
 
 
-def run_logged(command: list[str], root: Path, what: str) -> str:
+def run_logged(command: list[str], root: Path, what: str, env_extra: dict[str, str] | None = None) -> str:
     """Run a command in the workspace, streaming its output to the Prefect log; returns it."""
     logger = get_run_logger()
-    env = dict(os.environ)
+    env = {**os.environ, **(env_extra or {})}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines = []

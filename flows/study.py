@@ -6,6 +6,13 @@ run cache restores any stage whose code, deps and params a previous cell already
 curation, the suites and the prior are computed once, not once per cell). A finished cell's
 metrics are kept under `.raincheck/study/results/<key>.json`, keyed by its params, the data
 digest and the code commit, so a re-run reuses it. A failing cell is reported; the others go on.
+A cell's result carries its learning curve (train log.csv) and per-image scores (per_image.csv):
+convergence and the bootstrap intervals are computed from them at report time.
+
+Task runners (params `study.task_runner`): `thread` (a thread pool of `study.workers`), or `dask`:
+a local Dask cluster of `study.workers` single-threaded worker processes, or the existing cluster
+at `study.dask_address`. Each cell's subprocesses get OMP/MKL/NUMBA thread counts equal to its
+`train.threads`, so N workers use N x train.threads cores.
 
 Run it: `make study` (or `python -m flows study [--root DIR]`).
 """
@@ -17,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -31,11 +39,12 @@ def _git(root: Path, *args: str) -> str:
 
 def _prepare_cell(root: Path, cell_dir: Path, params: dict) -> None:
     """A detached worktree at HEAD sharing the main DVC cache, with the pool and the cell's params."""
-    if cell_dir.exists():
-        subprocess.run(["git", "worktree", "remove", "--force", str(cell_dir)], cwd=root, capture_output=True)
-        shutil.rmtree(cell_dir, ignore_errors=True)
-    _git(root, "worktree", "prune")
-    _git(root, "worktree", "add", "--detach", "--force", str(cell_dir), "HEAD")
+    from filelock import FileLock
+
+    lock = root / ".raincheck" / "study" / "git.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):  # `git worktree add/prune` of parallel cells must not interleave
+        _new_worktree(root, cell_dir)
     dvc = [sys.executable, "-m", "dvc"]
     for args in (["cache", "dir", "--local", str(root / ".dvc" / "cache")],
                  ["config", "--local", "cache.type", "hardlink,copy"],
@@ -44,6 +53,44 @@ def _prepare_cell(root: Path, cell_dir: Path, params: dict) -> None:
     shutil.copy2(root / "data.dvc", cell_dir / "data.dvc")
     (cell_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(dvc + ["checkout", "--quiet", "data.dvc"], cwd=cell_dir, capture_output=True, text=True, check=True)
+
+
+def _new_worktree(root: Path, cell_dir: Path) -> None:
+    if cell_dir.exists():
+        subprocess.run(["git", "worktree", "remove", "--force", str(cell_dir)], cwd=root, capture_output=True)
+        shutil.rmtree(cell_dir, ignore_errors=True)
+    _git(root, "worktree", "prune")
+    _git(root, "worktree", "add", "--detach", "--force", str(cell_dir), "HEAD")
+
+
+def _read_csv(path: Path, columns: tuple[str, ...] | None = None) -> list[dict]:
+    """CSV rows; numbers as floats, empty cells as None; only `columns` when given."""
+    import csv
+
+    def value(text: str):
+        try:
+            return float(text) if text != "" else None
+        except ValueError:
+            return text
+
+    with path.open(newline="") as handle:
+        return [{k: value(v) for k, v in row.items() if columns is None or k in columns} for row in csv.DictReader(handle)]
+
+
+def _dask_worker() -> str | None:
+    """The Dask worker's address when the cell runs on one (the record that the cluster did the work)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return None
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Thread-pool sizes for a cell's processes: torch's default, BLAS, numba (why: N workers on N
+    cores oversubscribe, and slow each other down, when every process starts one thread per core)."""
+    return {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}
 
 
 @task(name="cell")
@@ -56,12 +103,16 @@ def run_cell(root: Path, cell_id: str, label: str, params: dict, results_dir: Pa
     if cached.is_file():
         logger.info("cell %s (%s): reusing finished result", cell_id, label)
         return read_json(cached)
+    started = time.time()
     cell_dir = root / ".raincheck" / "study" / "cells" / cell_id
     _prepare_cell(root, cell_dir, params)
-    run_logged([sys.executable, "-m", "dvc", "repro", "evaluate"], cell_dir, f"cell {cell_id}")
-    evaluation = params["paths"]["evaluation"]
-    result = {"cell_id": cell_id, "label": label, "metrics": read_json(cell_dir / evaluation / "metrics.json"),
-              "train": read_json(cell_dir / params["paths"]["model"] / "metrics.json")}
+    run_logged([sys.executable, "-m", "dvc", "repro", "evaluate"], cell_dir, f"cell {cell_id}",
+               thread_env(params["train"]["threads"]))
+    evaluation, model = cell_dir / params["paths"]["evaluation"], cell_dir / params["paths"]["model"]
+    result = {"cell_id": cell_id, "label": label, "worker": _dask_worker(), "metrics": read_json(evaluation / "metrics.json"),
+              "train": read_json(model / "metrics.json"), "curve": _read_csv(model / "log.csv"),
+              "per_image": _read_csv(evaluation / "per_image.csv", ("suite", "image_id", "psnr_rain_gain", "psnr_bg_gain")),
+              "started": started, "finished": time.time()}  # epoch seconds: benchmarks/bench_study.py reads them
     write_json(cached, result)
     subprocess.run(["git", "worktree", "remove", "--force", str(cell_dir)], cwd=root, capture_output=True)
     return result
@@ -74,7 +125,7 @@ def study(root: str = ".", params_file: str = "params.yaml") -> dict:
 
     from pipeline.config import ParamsError, digest, load_params
     from pipeline.registry.lineage import data_digest, git_commit
-    from pipeline.study import cell_params, expand_grid
+    from pipeline.study import cell_params, check_study, convergence, expand_grid
     from pipeline.study_report import write_study_outputs
 
     workspace = Path(root).resolve()
@@ -88,9 +139,12 @@ def study(root: str = ".", params_file: str = "params.yaml") -> dict:
     results_dir = workspace / ".raincheck" / "study" / "results"
     print(f"study: {len(cells)} cells ({len(cells) // len(params.study.seeds)} configurations x {len(params.study.seeds)} seeds)")
 
+    study_params = params.study
     futures = []
     for cell in cells:
-        cell_raw = cell_params(base, {**params.study.fixed, **cell.as_dict}).model_dump(mode="json", exclude_none=True)
+        validated = cell_params(base, {**study_params.fixed, **cell.as_dict})
+        check_study(study_params, validated)
+        cell_raw = validated.model_dump(mode="json", exclude_none=True)
         key = digest({"cell": cell_raw, "data": data, "code": commit})
         futures.append((cell, run_cell.with_options(name=f"cell-{cell.cell_id}").submit(workspace, cell.cell_id, cell.label, cell_raw, results_dir, key)))
     results = []
@@ -98,33 +152,52 @@ def study(root: str = ".", params_file: str = "params.yaml") -> dict:
         state = future.wait() or future.state
         if state.is_completed():
             outcome = future.result()
+            curve = outcome.get("curve") or []
             results.append({"cell_id": cell.cell_id, "label": cell.label, "overrides": cell.as_dict, "config": cell.config,
-                            "metrics": outcome["metrics"], "error": None})
+                            "worker": outcome.get("worker"), "metrics": outcome["metrics"], "error": None, "curve": curve, "per_image": outcome.get("per_image"),
+                            "convergence": convergence(curve, study_params.convergence_metric, study_params.convergence_tolerance_db)})
         else:
             message = str(state.message or "failed")
             print(f"cell {cell.cell_id} ({cell.label}) FAILED: {message[:500]}")
             results.append({"cell_id": cell.cell_id, "label": cell.label, "overrides": cell.as_dict, "config": cell.config,
-                            "metrics": None, "error": message[:2000]})
+                            "metrics": None, "error": message[:2000], "curve": [], "per_image": None,
+                            "convergence": {"converged": False, "delta_db": None, "reason": "failed"}})
 
     summary = write_study_outputs(params, workspace, results, lineage={"git_commit": commit, "data_digest": data})
+    print(f"study: {summary['converged']} of {len(results)} cells converged")
+    for claim in summary["claims"]:
+        print(f"claim: {claim['claim']}: {claim['verdict']} (effect {claim['effect']:+.2f} dB, 95% CI [{claim['low']:+.2f}, {claim['high']:+.2f}])")
     create_table_artifact(key="study-cells", table=summary["table_rows"], description="every configuration, mean ± std over seeds")
     create_markdown_artifact(key="study-recommendation", markdown=summary["markdown"], description="the study's recommendation")
     return summary
+
+
+def task_runner(study):
+    """The Prefect task runner params `study` asks for (see the module docstring)."""
+    if study is not None and study.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if study.dask_address:
+            return DaskTaskRunner(address=study.dask_address)
+        # One thread per worker process: a cell is a subprocess whose own threads come from train.threads.
+        return DaskTaskRunner(cluster_kwargs={"n_workers": study.workers, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=study.workers if study else 1)
 
 
 def main(root: Path, params_file: str) -> int:
     from pipeline.config import load_params
 
     params = load_params(root / params_file)
-    runner = None
-    if params.study is not None and params.study.task_runner == "dask":
-        from prefect_dask import DaskTaskRunner  # optional: pip install prefect-dask
-
-        runner = DaskTaskRunner(cluster_kwargs={"n_workers": params.study.workers, "threads_per_worker": 1})
-    else:
-        from prefect.task_runners import ThreadPoolTaskRunner
-
-        runner = ThreadPoolTaskRunner(max_workers=params.study.workers if params.study else 1)
-    summary = study.with_options(task_runner=runner)(str(root), params_file)
+    study_params = params.study
+    if study_params is not None:
+        threads = study_params.fixed.get("train.threads", params.train.threads)
+        cores = os.cpu_count() or 1
+        if study_params.dask_address is None and study_params.workers * threads > cores:
+            print(f"note: study.workers={study_params.workers} x train.threads={threads} > {cores} cores: "
+                  f"cells will slow each other down (set train.threads in study.fixed)")
+    summary = study.with_options(task_runner=task_runner(study_params))(str(root), params_file)
     print(summary["markdown"])
     return 0 if summary["completed"] else 1

@@ -631,6 +631,15 @@ class Study(Strict):
     fixed: dict[str, Any] = Field(default_factory=dict)  # overrides for every cell (e.g. shorter training)
     workers: int = Field(1, ge=1, le=64)
     task_runner: Literal["thread", "dask"] = "thread"
+    # dask only: the scheduler of an existing cluster (tcp://host:8786); None = a local cluster of `workers`
+    dask_address: Optional[str] = None
+    # Convergence: a cell whose train log's `convergence_metric` (a val-suite column, dB) moves by more
+    # than this over the last fifth of its training is `not converged`; the study then recommends nothing.
+    convergence_metric: str = "psnr/val"
+    convergence_tolerance_db: float = Field(0.25, gt=0, le=20)
+    # Effects: OOD suites averaged into the rain-region / background gain; bootstrap resamples (95% CI).
+    ood_suites: list[str] = Field(default_factory=lambda: ["unseen", "screen", "wind", "drops"], min_length=1)
+    bootstrap: int = Field(2000, ge=100, le=100000)
     objective: str = "psnr_rain/unseen"
     floor_metric: str = "psnr_bg/unseen"
     floor: float = 20.0

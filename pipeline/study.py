@@ -119,6 +119,42 @@ def recommend(rows: list[dict], objective: str, floor_metric: str, floor: float)
     return max(eligible, key=lambda r: r[f"{objective}:mean"]) if eligible else None
 
 
+def convergence(curve: list[dict], metric: str, tolerance_db: float) -> dict:
+    """Whether a training curve has settled: its `metric` moves by at most `tolerance_db` over the
+    last fifth of training.
+
+    curve: log.csv rows in step order, each {"step": int, metric: float (dB), ...}.
+    The reference is the last logged point at or before 80% of the final step; the movement is the
+    largest |value - reference| from there to the end (max, not end minus start: a curve that rose
+    and fell back has not settled). Returns {"converged": bool, "delta_db": float, "reason": str}.
+    """
+    points = [(int(r["step"]), float(r[metric])) for r in curve if r.get(metric) not in (None, "") and math.isfinite(float(r[metric]))]
+    if len(points) < 2:
+        return {"converged": False, "delta_db": math.nan,
+                "reason": f"no validation curve: fewer than 2 points of `{metric}` (train.val_suites, train.val_every)"}
+    final = points[-1][0]
+    before = [p for p in points if p[0] <= 0.8 * final]
+    if not before:
+        return {"converged": False, "delta_db": math.nan,
+                "reason": f"curve too sparse: no `{metric}` point in the first 80% of training (lower train.val_every)"}
+    reference = before[-1][1]
+    delta = max(abs(v - reference) for s, v in points if s >= before[-1][0])
+    ok = delta <= tolerance_db
+    return {"converged": ok, "delta_db": delta,
+            "reason": "" if ok else f"`{metric}` moved {delta:.2f} dB over the last fifth (> study.convergence_tolerance_db={tolerance_db:g})"}
+
+
+def check_study(study, params: Params) -> None:
+    """One-line ParamsError when a cell's params (`params`) cannot give what `study` (params.study) reads."""
+    missing = [s for s in study.ood_suites if s not in params.evaluate.suites]
+    if missing:
+        raise ParamsError(f"study.ood_suites names {missing}, not in evaluate.suites {list(params.evaluate.suites)}")
+    suite = study.convergence_metric.rsplit("/", 1)[-1]
+    if suite not in params.train.val_suites:
+        raise ParamsError(f"study.convergence_metric `{study.convergence_metric}` reads suite '{suite}', "
+                          f"not in train.val_suites {list(params.train.val_suites)}")
+
+
 def nested(overrides: Mapping[str, Any]) -> dict:
     """Dotted overrides as the nested block one would paste into params.yaml."""
     out: dict = {}

@@ -1,7 +1,9 @@
 """The study's evidence: tables, heat maps, the trade-off plot, the recommendation, MLflow runs.
 
-Writes under `build/study/`: cells.csv (one row per cell and seed), table.csv (mean ± std per
-configuration), heatmaps.png, tradeoff.png, recommendation.md, suggested_params.yaml.
+Writes under `build/study/`: cells.csv (one row per cell and seed, with its convergence), table.csv
+(mean ± std per configuration), curves.csv (every cell's validation curve), effects.csv and
+claims.csv (pipeline/study_stats.py), heatmaps.png, tradeoff.png, recommendation.md,
+suggested_params.yaml (empty unless every cell converged and one configuration clears the floor).
 """
 
 from __future__ import annotations
@@ -100,54 +102,133 @@ def _log_mlflow(params: Params, results: list[dict], out: Path, lineage: dict) -
         mlflow.log_params({"cells": len(results), "seeds": len(params.study.seeds), "objective": params.study.objective})
         for result in results:
             with mlflow.start_run(experiment_id=experiment, run_name=f"cell-{result['cell_id']}", nested=True):
-                mlflow.set_tags({**lineage, "cell_id": result["cell_id"], "status": "failed" if result["metrics"] is None else "ok"})
+                mlflow.set_tags({**lineage, "cell_id": result["cell_id"], "status": "failed" if result["metrics"] is None else "ok",
+                                 "converged": str(_converged(result))})
+                for row in result.get("curve") or []:  # the learning curve, step-wise
+                    value = row.get(params.study.convergence_metric)
+                    if isinstance(value, (int, float)) and value == value:
+                        mlflow.log_metric("val_curve", float(value), step=int(row["step"]))
                 mlflow.log_params({k: str(v)[:500] for k, v in result["overrides"].items()})
                 if result["metrics"]:
                     mlflow.log_metrics({k: float(v) for k, v in result["metrics"].items() if isinstance(v, (int, float)) and v == v})
-        for name in ("cells.csv", "table.csv", "heatmaps.png", "tradeoff.png", "recommendation.md", "suggested_params.yaml"):
+        for name in ("cells.csv", "table.csv", "curves.csv", "effects.csv", "claims.csv", "heatmaps.png", "tradeoff.png",
+                     "recommendation.md", "suggested_params.yaml"):
             if (out / name).is_file():
                 mlflow.log_artifact(str(out / name))
         return parent.info.run_id
 
 
+def with_ood_means(result: dict, ood_suites: list[str]) -> dict:
+    """The cell's metrics plus `ood_rain_gain` / `ood_bg_gain`: the mean over the OOD suites (dB)."""
+    metrics = result["metrics"]
+    if metrics is None:
+        return result
+    extra = {}
+    for name, column in (("ood_rain_gain", "psnr_rain_gain"), ("ood_bg_gain", "psnr_bg_gain")):
+        values = [metrics.get(f"{column}/{s}") for s in ood_suites]
+        values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+        extra[name] = sum(values) / len(values) if values else math.nan
+    return {**result, "metrics": {**metrics, **extra}}
+
+
+def _converged(result: dict) -> bool:
+    return bool((result.get("convergence") or {}).get("converged"))
+
+
+def _curves(results: list[dict], metric: str) -> list[dict]:
+    """Long-format learning curves: one row per cell and logged step."""
+    return [{"cell_id": r["cell_id"], "label": r["label"], "step": row["step"], metric: row.get(metric, "")}
+            for r in results for row in (r.get("curve") or [])]
+
+
+def summarize(params: Params, results: list[dict], rows: list[dict], table_rows: list[dict], found: dict) -> tuple[str, dict | None, dict]:
+    """(recommendation.md text, the recommended row or None, the suggested params block).
+
+    Nothing is recommended unless every cell (failed ones count as not converged) converged.
+    """
+    from pipeline.study_stats import effects_markdown
+
+    study = params.study
+    n_converged = sum(_converged(r) for r in results)
+    failed = sum(r["metrics"] is None for r in results)
+    all_converged = bool(results) and n_converged == len(results)
+    lines = ["# raincheck study", ""]
+    if not all_converged:
+        lines += [f"**NOT CONVERGED: {len(results) - n_converged} of {len(results)} cells did not converge "
+                  f"(or failed): no recommendation.** Train longer (train.iterations in study.fixed) or raise "
+                  f"study.convergence_tolerance_db; the verdicts below are not evidence.", ""]
+    lines += [f"{len(results)} cells, {failed} failed, **{n_converged} of {len(results)} converged** "
+              f"(`{study.convergence_metric}` moves ≤ {study.convergence_tolerance_db:g} dB over the last fifth of training); "
+              f"objective `{study.objective}` (mean ± std over seeds), floor `{study.floor_metric}` ≥ {study.floor:g} dB; "
+              f"OOD = {', '.join(study.ood_suites)}.", ""]
+    header = list(table_rows[0]) if table_rows else []
+    lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join(str(row[h]) for h in header) + " |" for row in table_rows]
+    lines += [""] + effects_markdown(found)
+    not_converged = [r for r in results if not _converged(r)]
+    if not_converged:
+        lines += ["", "Cells not converged:", ""]
+        lines += [f"- {r['cell_id']} ({r['label']}): {(r.get('convergence') or {}).get('reason') or (r['error'] or 'failed')[:200]}"
+                  for r in not_converged]
+    best = recommend(rows, study.objective, study.floor_metric, study.floor) if all_converged else None
+    suggestion = {}
+    if not all_converged:
+        lines += ["", "**No recommendation**: not every cell converged."]
+    elif best is None:
+        lines += ["", "**No configuration met the background floor**: no recommendation."]
+    else:
+        suggestion = nested({**study.fixed, **best["config"]})
+        lines += ["", f"**Recommended**: {', '.join(f'{k}={short(v)}' for k, v in best['config'].items())} — "
+                  f"{study.objective} {_fmt(best[study.objective + ':mean'], best[study.objective + ':std'])} dB, "
+                  f"{study.floor_metric} {_fmt(best[study.floor_metric + ':mean'], best[study.floor_metric + ':std'])} dB.",
+                  "", "Suggested params block:", "", "```yaml", yaml.safe_dump(suggestion, sort_keys=False).rstrip(), "```"]
+    return "\n".join(lines), best, suggestion
+
+
 def write_study_outputs(params: Params, root: Path, results: list[dict], lineage: dict) -> dict:
-    """Write every study output and log them; returns the markdown, table rows and counts."""
+    """Write every study output and log them; returns the markdown, table rows and counts.
+
+    results: one dict per cell and seed (flows/study.py): config, overrides, metrics | None, error,
+    curve (log.csv rows), per_image (per_image.csv rows), convergence ({converged, delta_db, reason}).
+    """
+    from pipeline.study_stats import effects
+
+    study = params.study
     out = Path(root) / "build" / "study"
     out.mkdir(parents=True, exist_ok=True)
+    results = [with_ood_means(r, study.ood_suites) for r in results]
+    metrics = list(dict.fromkeys([study.objective, study.floor_metric, "ood_rain_gain", "ood_bg_gain", *METRICS]))
     write_csv(out / "cells.csv", [
-        {"cell_id": r["cell_id"], "label": r["label"], "error": (r["error"] or "")[:200],
-         **{m: (r["metrics"] or {}).get(m, "") for m in dict.fromkeys([*METRICS, params.study.objective, params.study.floor_metric])}} for r in results
+        {"cell_id": r["cell_id"], "label": r["label"], "error": (r["error"] or "")[:200], "worker": r.get("worker") or "",
+         "converged": _converged(r), "last_fifth_delta_db": (r.get("convergence") or {}).get("delta_db", ""),
+         **{m: (r["metrics"] or {}).get(m, "") for m in metrics}} for r in results
     ])
-    metrics = list(dict.fromkeys([*METRICS, params.study.objective, params.study.floor_metric]))
+    write_csv(out / "curves.csv", _curves(results, study.convergence_metric), ["cell_id", "label", "step", study.convergence_metric])
     rows = aggregate(results, metrics)
-    table_rows = [{"configuration": ", ".join(f"{k.rsplit('.', 1)[-1]}={short(v)}" for k, v in r["config"].items()),
-                   "seeds": r["seeds"], "failed": r["failed"],
-                   **{m: _fmt(r[f"{m}:mean"], r[f"{m}:std"]) for m in metrics[:5]}} for r in rows]
+    converged_by_config: dict[str, int] = {}
+    for r in results:
+        label = ", ".join(f"{k.rsplit('.', 1)[-1]}={short(v)}" for k, v in r["config"].items())
+        converged_by_config[label] = converged_by_config.get(label, 0) + _converged(r)
+    table_rows = []
+    for r in rows:
+        label = ", ".join(f"{k.rsplit('.', 1)[-1]}={short(v)}" for k, v in r["config"].items())
+        table_rows.append({"configuration": label, "seeds": r["seeds"], "failed": r["failed"], "converged": converged_by_config[label],
+                           **{m: _fmt(r[f"{m}:mean"], r[f"{m}:std"]) for m in metrics[:5]}})
     write_csv(out / "table.csv", table_rows)
     completed = [r for r in rows if r["seeds"]]
     if completed:
         _heatmaps(params, completed, out / "heatmaps.png")
         _tradeoff(params, completed, out / "tradeoff.png")
-    best = recommend(rows, params.study.objective, params.study.floor_metric, params.study.floor)
-    lines = ["# raincheck study", "", f"{len(results)} cells, {sum(r['metrics'] is None for r in results)} failed; "
-             f"objective `{params.study.objective}` (mean ± std over seeds), floor `{params.study.floor_metric}` ≥ {params.study.floor:g} dB.", ""]
-    header = list(table_rows[0]) if table_rows else []
-    lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    lines += ["| " + " | ".join(str(row[h]) for h in header) + " |" for row in table_rows]
-    if best is None:
-        lines += ["", "**No configuration met the background floor**: no recommendation."]
-        suggestion = {}
-    else:
-        suggestion = nested({**params.study.fixed, **best["config"]})
-        lines += ["", f"**Recommended**: {', '.join(f'{k}={short(v)}' for k, v in best['config'].items())} — "
-                  f"{params.study.objective} {_fmt(best[params.study.objective + ':mean'], best[params.study.objective + ':std'])} dB, "
-                  f"{params.study.floor_metric} {_fmt(best[params.study.floor_metric + ':mean'], best[params.study.floor_metric + ':std'])} dB.",
-                  "", "Suggested params block:", "", "```yaml", yaml.safe_dump(suggestion, sort_keys=False).rstrip(), "```"]
-    markdown = "\n".join(lines)
+    found = effects(results, study.ood_suites, study.bootstrap, params.seed)
+    write_csv(out / "effects.csv", found["effects"], ["factor", "contrast", "metric", "effect", "low", "high", "pairs"])
+    write_csv(out / "claims.csv", found["claims"], ["claim", "contrast", "metric", "predicted", "effect", "low", "high", "verdict", "note"])
+    markdown, best, suggestion = summarize(params, results, rows, table_rows, found)
+    n_converged, failed = sum(_converged(r) for r in results), sum(r["metrics"] is None for r in results)
     with atomic_path(out / "recommendation.md") as tmp:
         tmp.write_text(markdown + "\n")
     with atomic_path(out / "suggested_params.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(suggestion, sort_keys=False))
     run_id = _log_mlflow(params, results, out, lineage)
-    return {"markdown": markdown, "table_rows": table_rows, "completed": len(completed), "failed": sum(r["metrics"] is None for r in results),
+    return {"markdown": markdown, "table_rows": table_rows, "completed": len(completed), "failed": failed,
+            "converged": n_converged, "claims": found["claims"],
             "recommendation": best["config"] if best else None, "mlflow_parent_run": run_id, "outputs": str(out)}

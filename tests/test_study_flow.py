@@ -21,9 +21,12 @@ def study_run(retrained):
     params["study"] = {
         "grid": {"curate.selection.n_backgrounds": [16, 24, 100000]},  # 100000: more than the pool has
         "seeds": [1],
-        "fixed": {"train.iterations": 10},
+        "fixed": {"train.iterations": 10, "train.val_every": 2},
         "workers": 2,
         "floor": 0.0,
+        "ood_suites": ["unseen", "screen"],
+        "convergence_tolerance_db": 20.0,  # 10 iterations: only the failed cell counts as not converged
+        "bootstrap": 200,
         "heatmap": {"x": "curate.selection.n_backgrounds", "y": "train.rain.presets", "facets": ["train.model"]},
     }
     (workspace / "study.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -58,9 +61,12 @@ def test_table_plots_and_recommendation_are_written(study_run):
     for name in ("heatmaps.png", "tradeoff.png"):
         assert (out_dir / name).stat().st_size > 5_000
     recommendation = (out_dir / "recommendation.md").read_text()
-    assert "Recommended" in recommendation
-    suggested = yaml.safe_load((out_dir / "suggested_params.yaml").read_text())
-    assert suggested["curate"]["selection"]["n_backgrounds"] in (16, 24)
+    # the failed cell never converged: the study says so at the top and recommends nothing
+    assert recommendation.splitlines()[2].startswith("**NOT CONVERGED: 1 of 3 cells")
+    assert "**2 of 3 converged**" in recommendation and "Recommended" not in recommendation
+    assert yaml.safe_load((out_dir / "suggested_params.yaml").read_text()) == {}
+    effects = list(csv.DictReader((out_dir / "effects.csv").open()))
+    assert [r["factor"] for r in effects] == ["N", "N"]  # 16 vs 24 (the 100000 cell failed): rain and background
 
 
 def test_rerun_reuses_finished_cells(study_run):

@@ -106,3 +106,27 @@ def copy_workspace(source: Path, dest: Path) -> Path:
                         connection.execute(f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?) '
                                            f'WHERE "{column[1]}" LIKE ?', (old, new, f"%{old}%"))
     return dest
+
+
+def pooled_workspace(base):
+    """A tiny workspace whose pool is ingested and tracked by data.dvc (what the cells check out)."""
+    workspace, env, params = make_workspace(base)
+    run([sys.executable, "-m", "pipeline", "ingest"], workspace, env)
+    run([sys.executable, "-m", "dvc", "add", "--quiet", params["paths"]["pool"]], workspace, env)
+    return workspace, env, params
+
+
+def tiny_dask_study(params: dict, workers: int, seeds: list[int], iterations: int) -> dict:
+    """The tiny profile plus a 1-configuration grid over `seeds` on a local Dask cluster."""
+    return {**params, "study": {
+        "grid": {"train.rain.presets": [["small"]]},
+        "seeds": seeds,
+        "fixed": {"train.iterations": iterations, "train.val_every": max(1, iterations // 5), "train.threads": 1},
+        "workers": workers,
+        "task_runner": "dask",
+        "ood_suites": ["unseen", "screen"],
+        "convergence_tolerance_db": 20.0,  # a few iterations settle nothing: the runner is what is measured
+        "bootstrap": 200,
+        "floor": -100.0,
+        "heatmap": {"x": "train.rain.presets", "y": "train.rain.presets", "facets": []},
+    }}
