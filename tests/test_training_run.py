@@ -93,4 +93,4 @@ def test_live_training_runs_are_reused_by_the_registration(tmp_path, monkeypatch
     assert "torch==" in requirements and "numpy==" in requirements
     loaded = mlflow.pyfunc.load_model(model_uri)  # from code, in this process
     out = loaded.predict(input_example())
-    assert list(out.columns) == ["image"] and out["image"][0]
+    assert list(out.columns) == ["image", "error"] and out["image"][0] and out["error"].isna().all()
