@@ -142,6 +142,10 @@ def serve_in_background(root: Path, params_file: str, port: int, deployment: str
         raise ServeError(f"a runner already serves this workspace (pid {pid}, {state_dir(root) / 'serve.pid'}); "
                          "run `make stop` first, then `make serve`")
     api_url = os.environ.get("PREFECT_API_URL") or start_server(root, port)
+    from flows.orphans import crash_orphaned_runs
+
+    for name in crash_orphaned_runs(root, api_url, deployment):  # no runner alive: they hold the slot forever
+        print(f"[raincheck] flow run {name!r} of {deployment} was left running by a runner that is gone: marked crashed")
     log = state_dir(root) / "serve.log"
     offset = log.stat().st_size if log.is_file() else 0
     process = start_serving(root, api_url, params_file)

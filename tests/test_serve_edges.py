@@ -112,3 +112,43 @@ def test_serve_twice_then_stop_leaves_nothing_running(tmp_path: Path):
     assert not _alive(runner) and not _alive(server)
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0  # nothing listens any more
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_run_left_running_by_a_killed_runner_is_marked_crashed_on_the_next_serve(tmp_path: Path):
+    """kill -9 the runner while its deployment has a RUNNING flow run: the next `make serve` marks
+    that run CRASHED (so it no longer holds the deployment's concurrency slot) and says so."""
+    import signal
+
+    from flows.deployments import RETRAIN_DEPLOYMENT
+
+    workspace, env, _ = make_workspace(tmp_path)
+    port = _free_port()
+    deployment = f"retrain/{RETRAIN_DEPLOYMENT}"
+    first = _flows(workspace, env, "serve", "--port", str(port))
+    try:
+        assert first.returncode == 0, first.stdout + first.stderr
+        runner = int((workspace / ".raincheck" / "serve.pid").read_text())
+        api = f"http://127.0.0.1:{port}/api"
+        script = (
+            "import sys\nfrom prefect.client.orchestration import get_client\nfrom prefect.states import Running\n"
+            "with get_client(sync_client=True) as c:\n"
+            f"    d = c.read_deployment_by_name({deployment!r})\n"
+            "    run = c.create_flow_run_from_deployment(d.id, state=Running())\n"
+            "    print(run.id)\n"
+        )
+        os.killpg(runner, signal.SIGKILL)  # the runner dies mid-run, as with kill -9
+        made = subprocess.run([sys.executable, "-c", script], cwd=workspace, env={**env, "PREFECT_API_URL": api},
+                              capture_output=True, text=True, timeout=120)
+        assert made.returncode == 0, made.stderr
+        run_id = made.stdout.strip().splitlines()[-1]
+        second = _flows(workspace, env, "serve", "--port", str(port))
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert f"of {deployment} was left running by a runner that is gone: marked crashed" in second.stdout
+        state = subprocess.run([sys.executable, "-c", "from prefect.client.orchestration import get_client\n"
+                                f"with get_client(sync_client=True) as c: print(c.read_flow_run({run_id!r}).state.type.value)"],
+                               cwd=workspace, env={**env, "PREFECT_API_URL": api}, capture_output=True, text=True, timeout=120)
+        assert state.stdout.strip().splitlines()[-1] == "CRASHED", state.stdout + state.stderr
+    finally:
+        _flows(workspace, env, "stop")
