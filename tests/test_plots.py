@@ -122,6 +122,22 @@ def test_plots_without_data_is_one_line(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "run the pipeline first" in result.stderr
 
 
+@pytest.mark.integration
+def test_plots_without_the_custom_template_names_it(tmp_path):
+    """A workspace whose .dvc lacks plots/ (not a clone of this repo): one line naming the template."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, repo / name)
+    _per_image_csv(repo)
+    env = _offline_env(tmp_path)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True, env=env)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True, env=env)
+    result = subprocess.run([sys.executable, "-m", "pipeline", "plots", "--root", str(repo)], capture_output=True, text=True, env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "Template 'scatter_diagonal' not found" in result.stderr
+
+
 def test_every_subcommand_has_its_own_description():
     from pipeline.cli import build_parser
 
