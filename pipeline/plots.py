@@ -35,8 +35,10 @@ def dvc_plots(root: Path, scratch: Path) -> dict:
     try:
         return json.loads(result.stdout)["data"]
     except (json.JSONDecodeError, KeyError):
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise PlotsError(f"`dvc plots show --json` failed in {root} (exit {result.returncode}): {last}") from None
+        lines = result.stderr.strip().splitlines() or ["no output"]
+        # DVC ends with a support banner; its ERROR line is the one that says what is wrong
+        reason = next((line for line in reversed(lines) if line.startswith("ERROR")), lines[-1])
+        raise PlotsError(f"`dvc plots show --json` failed in {root} (exit {result.returncode}): {reason}") from None
 
 
 def render(root: Path, out: Path, scale: float = 2.0) -> list[Path]:

@@ -24,6 +24,24 @@ def _offline_env(tmp_path: Path) -> dict:
             "https_proxy": dead, "NO_PROXY": "", "DVC_NO_ANALYTICS": "1", "HOME": str(tmp_path / "home")}
 
 
+def _init_repo(repo: Path, env: dict) -> None:
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True, env=env)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True, env=env)
+    # the custom templates are tracked under .dvc/plots; `dvc init` only makes an empty .dvc
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")
+
+
+def _per_image_csv(repo: Path) -> None:
+    """3 seen images the model improved, 2 unseen it made worse, 2 clean ones whose input is the
+    clean image itself (the 100 dB cap) and an empty rain mask (nan): only 5 points are plotted."""
+    rows = [("seen", i, 25 + i, 15 + i, 22 + i, 12 + i) for i in range(3)] + \
+           [("unseen", i, 12 + i, 14 + i, 11 + i, 13 + i) for i in range(2)] + \
+           [("clean", i, 40 + i, 100.0, "nan", "nan") for i in range(2)]
+    (repo / "build/evaluation").mkdir(parents=True, exist_ok=True)
+    (repo / "build/evaluation/per_image.csv").write_text(
+        "suite,image_id,psnr,psnr_input,psnr_rain,psnr_rain_input\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+
+
 @pytest.mark.integration
 def test_plots_render_to_png_offline(tmp_path):
     repo = tmp_path / "repo"
@@ -37,14 +55,14 @@ def test_plots_render_to_png_offline(tmp_path):
     (repo / "build/prior/log.csv").write_text("step,loss,val_recon_psnr\n20,1,20\n40,0.5,22\n")
     recon = np.random.default_rng(0).integers(0, 255, (24, 40, 3), dtype=np.uint8)
     Image.fromarray(recon).save(repo / "build/prior/recon.png")
+    _per_image_csv(repo)
     env = _offline_env(tmp_path)
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True, env=env)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True, env=env)
+    _init_repo(repo, env)
 
     result = subprocess.run([sys.executable, "-m", "pipeline", "plots", "--root", str(repo)], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     out = repo / "build" / "plots"
-    for name in ("training_loss", "validation_PSNR", "prior_reconstruction_PSNR"):
+    for name in ("training_loss", "validation_PSNR", "prior_reconstruction_PSNR", "per_image_PSNR_by_suite"):
         data = (out / f"{name}.png").read_bytes()
         assert data.startswith(PNG_SIGNATURE)
         with Image.open(out / f"{name}.png") as image:
@@ -55,6 +73,40 @@ def test_plots_render_to_png_offline(tmp_path):
     index = (out / "index.html").read_text()
     assert "<script" not in index and "http" not in index and 'src="training_loss.png"' in index
     assert not (repo / "dvc_plots").exists()  # DVC's own HTML/copies stay out of the workspace
+
+
+@pytest.mark.integration
+def test_per_suite_scatter_has_one_panel_per_suite_and_the_diagonal(tmp_path):
+    """`dvc plots show --json` fills .dvc/plots/scatter_diagonal.json: a panel per suite, the y = x
+    line in each, the clean suite (input = target) left out; vl-convert draws exactly that."""
+    import json
+
+    import vl_convert
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, repo / name)
+    _per_image_csv(repo)
+    env = _offline_env(tmp_path)
+    _init_repo(repo, env)
+    shown = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=repo, capture_output=True, text=True, env=env)
+    data = json.loads(shown.stdout)["data"]
+    for name, x_title in (("per-image PSNR by suite", "rainy input PSNR (dB)"),
+                          ("build/evaluation/per_image.csv", "rainy input PSNR in the rain mask (dB)")):
+        spec = data[name][0]["content"]
+        assert spec["facet"]["field"] == "suite" and spec["title"]["text"].endswith("by suite")
+        rule, points = spec["spec"]["layer"]
+        assert rule["mark"]["type"] == "rule"
+        enc = rule["encoding"]  # from (lo, lo) to (hi, hi): on y = x
+        assert enc["x"]["field"] == enc["y"]["field"] and enc["x2"]["field"] == enc["y2"]["field"] != enc["x"]["field"]
+        assert points["encoding"]["x"]["title"] == x_title and points["encoding"]["y"]["title"].startswith("model output PSNR")
+        svg = vl_convert.vegalite_to_svg(spec)
+        assert svg.count('aria-roledescription="rule mark container"') == 2  # seen, unseen; no clean panel
+        assert svg.count('aria-roledescription="point"') == 5
+        assert ">seen<" in svg and ">unseen<" in svg and ">clean<" not in svg
+    whole = data["per-image PSNR by suite"][0]["content"]["transform"]
+    assert "datum['psnr_input']" in whole[0]["calculate"] and "datum['psnr']" in whole[1]["calculate"]
 
 
 def test_plots_without_data_is_one_line(tmp_path):
@@ -68,6 +120,22 @@ def test_plots_without_data_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pipeline", "plots", "--root", str(repo)], capture_output=True, text=True, env=env)
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "run the pipeline first" in result.stderr
+
+
+@pytest.mark.integration
+def test_plots_without_the_custom_template_names_it(tmp_path):
+    """A workspace whose .dvc lacks plots/ (not a clone of this repo): one line naming the template."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, repo / name)
+    _per_image_csv(repo)
+    env = _offline_env(tmp_path)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True, env=env)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True, env=env)
+    result = subprocess.run([sys.executable, "-m", "pipeline", "plots", "--root", str(repo)], capture_output=True, text=True, env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "Template 'scatter_diagonal' not found" in result.stderr
 
 
 def test_every_subcommand_has_its_own_description():
