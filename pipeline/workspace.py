@@ -31,6 +31,24 @@ def prepare_workspace(root: Path) -> None:
             raise WorkspaceError(f"`dvc init` failed in {root}:\n{result.stderr}")
         _dvc(root, "config", "core.check_update", "false")
         _dvc(root, "config", "core.autostage", "true")
+    install_plot_templates(root)
+
+
+PLOT_TEMPLATES = Path(__file__).resolve().parents[1] / ".dvc" / "plots"
+
+
+def install_plot_templates(root: Path) -> None:
+    """Copy the project's custom DVC plot templates (dvc.yaml names `scatter_diagonal`) into a
+    workspace whose .dvc/plots lacks them, or `dvc plots show` fails as a whole there."""
+    import shutil
+
+    if not PLOT_TEMPLATES.is_dir():
+        return  # an installed package without the repository: nothing to copy
+    target = Path(root) / ".dvc" / "plots"
+    for template in PLOT_TEMPLATES.glob("*.json"):
+        if not (target / template.name).is_file():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(template, target / template.name)
 
 
 # Set while a process holds a workspace's run lock, to that lock's path; inherited by the processes

@@ -75,6 +75,9 @@ def make_workspace(base: Path, photo_count: int = 10) -> tuple[Path, dict, dict]
     run(["git", "init", "-q", "-b", "main"], workspace, env)
     run([sys.executable, "-m", "dvc", "init", "-q"], workspace, env)
     run([sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(remote)], workspace, env)
+    from pipeline.workspace import install_plot_templates
+
+    install_plot_templates(workspace)  # as prepare_workspace does: dvc.yaml's plots name a custom template
     run(["git", "add", "-A"], workspace, env)
     run(["git", "commit", "-q", "-m", "workspace"], workspace, env)
     return workspace, env, params
