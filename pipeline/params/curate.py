@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from pipeline.curation.complexity import MEASURES as COMPLEXITY_MEASURES
 from pipeline.params.base import Strict
 
-COMPLEXITY_MEASURES = ("gradient", "laplacian", "entropy", "png_bpp", "colorfulness")
 SELECTION_POLICIES = ("all", "smooth", "textured", "balanced")
 
 

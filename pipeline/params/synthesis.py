@@ -9,8 +9,7 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from pipeline.params.base import Strict
 from pipeline.params.rain import RainConfig
-
-PRESETS = ("small", "medium", "large", "random")
+from pipeline.synthesis.presets import PRESETS
 
 
 def _rain_entry_kind(value: object) -> str | None:
@@ -31,7 +30,7 @@ RainEntry = Annotated[
         _rain_entry_kind,
         custom_error_type="rain_entry",
         custom_error_message=(
-            "a rain entry is a preset name (small, medium, large, random) or a mapping with "
+            f"a rain entry is a preset name ({', '.join(PRESETS)}) or a mapping with "
             "amount, width, length, angle (and optionally width_probs, beta, name, extras)"
         ),
     ),
