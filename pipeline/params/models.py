@@ -18,9 +18,9 @@ class VQAutoencoderSpec(Strict):
 
     type: Literal["vq_autoencoder"]
     channels: int = Field(16, ge=4, le=512)
-    latent_dim: int = Field(16, ge=2, le=512)
+    latent_dim: int = Field(ge=2, le=512)  # required, like downsample: they shape the latent
     codebook_size: int = Field(256, ge=2, le=65536)
-    downsample: int = Field(2, ge=1, le=4)
+    downsample: int = Field(ge=1, le=4)
     res_blocks: int = Field(1, ge=0, le=16)  # residual blocks at the latent resolution, each side
 
 
@@ -59,7 +59,7 @@ class PriorResNetSpec(Strict):
     """
 
     type: Literal["prior_resnet"]
-    blocks: int = Field(4, ge=1, le=64)
+    blocks: int = Field(ge=1, le=64)  # required, as in the masked and fused specs
     init_from_prior: bool = True
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.params.base import Strict
 from pipeline.params.models import DerainSpec, PriorSpec
@@ -14,14 +14,23 @@ from pipeline.params.synthesis import RainEntry
 class Prior(Strict):
     # The training keys below apply to vq_autoencoder; a pretrained_autoencoder is not trained.
     model: PriorSpec
-    iterations: int = Field(400, ge=1)
+    # Required for a vq_autoencoder (checked below), None for a pretrained one: code defaults here
+    # had drifted from params.yaml, so a deleted key silently trained another prior.
+    iterations: Optional[int] = Field(None, ge=1)
     batch_size: int = Field(16, ge=1)
-    lr: float = Field(1e-3, gt=0, lt=1)
+    lr: Optional[float] = Field(None, gt=0, lt=1)
     commitment_weight: float = Field(0.25, ge=0)
     discriminator_weight: float = Field(0.0, ge=0)  # patch-discriminator (hinge) loss; 0 = off
     restart_every: int = Field(50, ge=0)  # re-seed unused codes every N steps (first 80%); 0 = never
     val_every: int = Field(100, ge=1)
     threads: int = Field(2, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _training_keys(self) -> "Prior":
+        missing = [f"prior.{key}" for key in ("iterations", "lr") if getattr(self, key) is None]
+        if self.model.type == "vq_autoencoder" and missing:
+            raise ValueError(f"missing key {', '.join(missing)}: required to train a vq_autoencoder prior")
+        return self
 
 
 class TrainRain(Strict):
