@@ -30,8 +30,6 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.config import COMPLEXITY_MEASURES as MEASURES
-
 # Inclusive [low, high] bounds every value must fall in (used by the data checks).
 MEASURE_RANGES: dict[str, tuple[float, float]] = {
     "gradient": (0.0, 255.0 * math.sqrt(2.0)),
@@ -142,6 +140,7 @@ MEASURE_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "png_bpp": png_bpp,
     "colorfulness": colorfulness,
 }
+MEASURES = tuple(MEASURE_FUNCTIONS)  # the names curate.complexity may take (pipeline.params.curate)
 
 
 def measure_all(images: np.ndarray, decimals: int = 4) -> dict[str, np.ndarray]:

@@ -1,1 +1,2 @@
-"""Rain synthesis: the recipe engine (rain), materialized test suites (suites), opt-in extras."""
+"""Rain synthesis: the named presets (presets), the recipe engine (rain), materialized test suites
+(suites), opt-in extras."""

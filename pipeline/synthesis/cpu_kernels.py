@@ -4,7 +4,7 @@ In torch, stamping needs one materialized index and one value per (stamp, kernel
 before `scatter_add_`, mirror images of border seeds need a dozen small ops, and normalization,
 input check and composite are each a pass over the image. These loops do the same float32
 arithmetic without the intermediate arrays, one sample at a time in a scratch canvas that stays in
-cache. The CUDA path keeps the torch versions in rain.py; tests/test_rain.py checks both agree.
+cache. The CUDA path keeps the torch versions (stamping.py, render.py); tests/test_rain.py checks both agree.
 
 Compiled on first use and cached on disk beside this file (`cache=True`: a few seconds once);
 `nogil=True` lets a prefetch thread make rain while the main thread trains.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-# rain._normalize's offset: keeps float32 round-off (254.99998) from flooring a whole level down.
+# render._normalize's offset: keeps float32 round-off (254.99998) from flooring a whole level down.
 _NORMALIZE_OFFSET = np.float32(1e-3)
 
 

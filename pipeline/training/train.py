@@ -17,7 +17,7 @@ from pathlib import Path
 from pipeline.config import PRIOR_ARCHITECTURES, Params
 
 # The code whose change makes an interrupted run's checkpoint stale (a subset of the train stage's deps).
-TRAIN_CODE = tuple(Path(__file__).resolve().parents[1] / name for name in ("training", "models", "synthesis", "config.py", "seeds.py"))
+TRAIN_CODE = tuple(Path(__file__).resolve().parents[1] / name for name in ("training", "models", "synthesis", "config.py", "params", "seeds.py"))
 EMA_WARMUP_POWER = 2 / 3  # timm's EMA warmup: decay 1 - (1 + step)^-p, capped at train.ema_decay
 
 
