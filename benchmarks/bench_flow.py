@@ -51,10 +51,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.runtime import project_environment  # noqa: E402
+from pipeline.stages import DVC_STAGES as STAGES  # noqa: E402
 from tests.workspaces import child_env, copy_project  # noqa: E402  (no pytest: plain helpers)
 
 PROFILES = {"tiny": ROOT / "profiles" / "tiny.yaml", "default": ROOT / "params.yaml"}
-STAGES = ("curate", "synthesize", "prior", "train", "evaluate")
 TASKS = ("ingest", *STAGES, "register", "push", "commit-results")
 PARTS = ("start: interpreter, imports", "start: temporary server", "outside the flow run", "ingest", *STAGES,
          "stage tasks, sum", "register", "push", "commit-results", "between tasks", "end: summary, server stop")
