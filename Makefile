@@ -11,8 +11,10 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: run test venv repro bench serve stop serve-model study plots help
 
+# The stage names below are prose: the stages are declared in pipeline/stages.py (`raincheck --help`).
 help:
 	@echo "make run    - whole pipeline on the default pool: fetch photos, curate, synthesize, train, evaluate, register"
+	@echo "             (stages declared in pipeline/stages.py; \`python -m pipeline --help\` lists them)"
 	@echo "make test   - the test suite"
 	@echo "make repro  - the DVC stages alone, without Prefect (dvc repro with the venv on PATH; ARGS=... passed on)"
 	@echo "make plots  - the dvc.yaml plots as PNG files + index.html in build/plots, viewable offline"

@@ -50,11 +50,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.runtime import project_environment  # noqa: E402
+from pipeline.runtime import STATE_DIR, project_environment, state_path  # noqa: E402
+from pipeline.stages import DVC_STAGES as STAGES  # noqa: E402
 from tests.workspaces import child_env, copy_project  # noqa: E402  (no pytest: plain helpers)
 
 PROFILES = {"tiny": ROOT / "profiles" / "tiny.yaml", "default": ROOT / "params.yaml"}
-STAGES = ("curate", "synthesize", "prior", "train", "evaluate")
 TASKS = ("ingest", *STAGES, "register", "push", "commit-results")
 PARTS = ("start: interpreter, imports", "start: temporary server", "outside the flow run", "ingest", *STAGES,
          "stage tasks, sum", "register", "push", "commit-results", "between tasks", "end: summary, server stop")
@@ -104,7 +104,7 @@ def build_workspace(base: Path, profile: str) -> tuple[Path, dict]:
         write_photos(base / "photos", 10, params["seed"])
         params["ingest"]["sources"] = [{"type": "folder", "path": str(base / "photos"), "licence": "benchmark images"}]
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (workspace / ".gitignore").write_text(f"/{params['paths']['pool']}\n.raincheck/\n__pycache__/\n/{params['paths']['registry']}/\n")
+    (workspace / ".gitignore").write_text(f"/{params['paths']['pool']}\n{STATE_DIR}/\n__pycache__/\n/{params['paths']['registry']}/\n")
     env = child_env(workspace)
     run(["git", "init", "-q", "-b", "main"], workspace, env)
     prepare_workspace(workspace)  # dvc init, as `python -m flows retrain` would
@@ -155,7 +155,7 @@ def flow_breakdown(workspace: Path, run: dict) -> dict:
     """Seconds per part of the latest flow run: the start-up and the end of the process (from the
     MARKERS times), each task (from the Prefect database of the workspace), and `between tasks`:
     the flow run minus its tasks (Prefect's own bookkeeping, the result artifacts)."""
-    database = workspace / ".raincheck" / "prefect" / "prefect.db"
+    database = state_path(workspace, "prefect", "prefect.db")
     with sqlite3.connect(database) as connection:
         flow_id, start, end = connection.execute(
             "SELECT id, start_time, end_time FROM flow_run WHERE start_time IS NOT NULL ORDER BY start_time DESC LIMIT 1").fetchone()

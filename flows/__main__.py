@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from pipeline.runtime import project_environment
+    from pipeline.runtime import project_environment, state_path
 
     root = args.root.resolve()
     project_environment(root)
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         ui = api_url[: -len("/api")] if api_url.endswith("/api") else api_url
         print(f"[raincheck] Prefect server: {ui}  (UI: open it in a browser; API: {api_url})")
-        print(f"[raincheck] serving deployment 'retrain/{RETRAIN_DEPLOYMENT}' (pid {pid}, alive); logs: {root / '.raincheck' / 'serve.log'}")
+        print(f"[raincheck] serving deployment 'retrain/{RETRAIN_DEPLOYMENT}' (pid {pid}, alive); logs: {state_path(root, 'serve.log')}")
         print(f"[raincheck] run now: PREFECT_API_URL={api_url} prefect deployment run retrain/{RETRAIN_DEPLOYMENT}")
         print("[raincheck] stop with: make stop")
         return 0

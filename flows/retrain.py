@@ -18,7 +18,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-STAGES = ("curate", "synthesize", "prior", "train", "evaluate")
+from pipeline import layout
+from pipeline.stages import DVC_STAGES as STAGES  # one task per DVC stage, in dvc.yaml's order
 
 
 class StageFailed(RuntimeError):
@@ -182,7 +183,7 @@ def retrain(root: str = ".", params_file: str = "params.yaml", refresh_pool_firs
     with workspace_lock(workspace):
         data_change = refresh_pool(workspace, params_file, refresh_pool_first)
         ran = [stage for stage in STAGES if run_stage.with_options(name=stage)(workspace, stage, force)]
-        metrics = read_json(workspace / params.paths.evaluation / "metrics.json")
+        metrics = read_json(workspace / params.paths.evaluation / layout.METRICS)
         registration = register(workspace, params_file, str(flow_run.id) if flow_run.id else None)
         push(workspace)
         committed = commit_results_to_branch(workspace, params.schedule.results_branch) if commit_results else None

@@ -15,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from pipeline.runtime import state_path
+
 DEFAULT_PORT = 4200
 RUNNER_SETTLE_S = 5.0  # a runner that dies on start (bad schedule, import error) does so within this
 
@@ -24,7 +26,7 @@ class ServeError(RuntimeError):
 
 
 def state_dir(root: Path) -> Path:
-    path = Path(root) / ".raincheck"
+    path = state_path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

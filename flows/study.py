@@ -31,6 +31,8 @@ import yaml
 from prefect import flow, get_run_logger, task
 
 from flows.retrain import run_logged
+from pipeline import layout
+from pipeline.runtime import state_path
 
 
 def _git(root: Path, *args: str) -> str:
@@ -41,7 +43,7 @@ def _prepare_cell(root: Path, cell_dir: Path, params: dict) -> None:
     """A detached worktree at HEAD sharing the main DVC cache, with the pool and the cell's params."""
     from filelock import FileLock
 
-    lock = root / ".raincheck" / "study" / "git.lock"
+    lock = state_path(root, "study", "git.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock)):  # `git worktree add/prune` of parallel cells must not interleave
         _new_worktree(root, cell_dir)
@@ -104,13 +106,13 @@ def run_cell(root: Path, cell_id: str, label: str, params: dict, results_dir: Pa
         logger.info("cell %s (%s): reusing finished result", cell_id, label)
         return read_json(cached)
     started = time.time()
-    cell_dir = root / ".raincheck" / "study" / "cells" / cell_id
+    cell_dir = state_path(root, "study", "cells", cell_id)
     _prepare_cell(root, cell_dir, params)
     run_logged([sys.executable, "-m", "dvc", "repro", "evaluate"], cell_dir, f"cell {cell_id}",
                thread_env(params["train"]["threads"]))
     evaluation, model = cell_dir / params["paths"]["evaluation"], cell_dir / params["paths"]["model"]
-    result = {"cell_id": cell_id, "label": label, "worker": _dask_worker(), "metrics": read_json(evaluation / "metrics.json"),
-              "train": read_json(model / "metrics.json"), "curve": _read_csv(model / "log.csv"),
+    result = {"cell_id": cell_id, "label": label, "worker": _dask_worker(), "metrics": read_json(evaluation / layout.METRICS),
+              "train": read_json(model / layout.METRICS), "curve": _read_csv(model / layout.LOG),
               "per_image": _read_csv(evaluation / "per_image.csv", ("suite", "image_id", "psnr_rain_gain", "psnr_bg_gain")),
               "started": started, "finished": time.time()}  # epoch seconds: benchmarks/bench_study.py reads them
     write_json(cached, result)
@@ -136,7 +138,7 @@ def study(root: str = ".", params_file: str = "params.yaml") -> dict:
     cells = expand_grid(params.study.grid, params.study.seeds)
     commit, _ = git_commit(workspace)
     data = data_digest(params, workspace)
-    results_dir = workspace / ".raincheck" / "study" / "results"
+    results_dir = state_path(workspace, "study", "results")
     print(f"study: {len(cells)} cells ({len(cells) // len(params.study.seeds)} configurations x {len(params.study.seeds)} seeds)")
 
     study_params = params.study

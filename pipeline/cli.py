@@ -14,16 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-# step name -> (module, entry function, one-line help). The same names are the params sections,
-# the DVC stages and the Prefect tasks.
-STEPS = {
-    "ingest": ("pipeline.ingestion.ingest", "run_ingest", "build the raw background pool in data/ from the configured sources"),
-    "curate": ("pipeline.curation.curate", "run_curate", "measure, dedupe, split and select background patches; run the data checks"),
-    "synthesize": ("pipeline.synthesis.suites", "run_synthesize", "materialize the seen/unseen rain test suites with their rain masks"),
-    "prior": ("pipeline.training.prior", "run_prior", "pre-train the VQ autoencoder content prior on clean backgrounds (or measure and adopt your own)"),
-    "train": ("pipeline.training.train", "run_train", "train the deraining network with on-the-fly rain through the prior"),
-    "evaluate": ("pipeline.evaluation.evaluate", "run_evaluate", "masked evaluation on seen and unseen rain (rain region vs background)"),
-}
+# One subcommand per stage of pipeline/stages.py (light: no third-party imports, so `--help` stays
+# instant). The same names are the params sections, the DVC stages and the Prefect tasks.
+from pipeline.stages import BY_NAME, STAGES
 
 
 def run_step(step: str, params_path: Path, root: Path) -> dict:
@@ -37,8 +30,8 @@ def run_step(step: str, params_path: Path, root: Path) -> dict:
 
     project_environment(root)
     params = load_params(params_path)
-    module_name, function_name, _ = STEPS[step]
-    entry = getattr(importlib.import_module(module_name), function_name)
+    stage = BY_NAME[step]
+    entry = getattr(importlib.import_module(stage.module), stage.function)
     with workspace_lock(root):
         return entry(params, root)
 
@@ -177,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for step, (_, _, help_text) in STEPS.items():
-        step_parser = sub.add_parser(step, parents=[common], help=help_text, description=help_text)
+    for stage in STAGES:
+        step_parser = sub.add_parser(stage.name, parents=[common], help=stage.help, description=stage.help)
         step_parser.set_defaults(handler=_cmd_step)
 
     text = "log the evaluated model to MLflow, register it and apply the promotion gate"

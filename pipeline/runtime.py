@@ -11,6 +11,16 @@ import os
 from pathlib import Path
 from typing import MutableMapping
 
+# A workspace's local state (Prefect home, MLflow database and artifacts, locks, server logs, the
+# study's cells): never tracked, always under this folder of the workspace root.
+STATE_DIR = ".raincheck"
+
+
+def state_path(root: Path | str, *parts: str) -> Path:
+    """`root/.raincheck/<parts...>`, as given (not resolved, not created): the one spelling of it."""
+    return Path(root, STATE_DIR, *parts)
+
+
 # Telemetry off in everything raincheck starts (see the README's "Privacy" note).
 TELEMETRY_OFF = {
     "DO_NOT_TRACK": "1",
@@ -53,7 +63,7 @@ def project_environment(root: Path, env: MutableMapping[str, str] = os.environ) 
     The DVC remote is configured in .dvc/config (`~/.cache/raincheck/dvc-remote`).
     """
     root = Path(root).resolve()
-    state = root / ".raincheck"
+    state = state_path(root)
     quiet_environment(env)
     fast_allocation(env)
     env.setdefault("PREFECT_HOME", str(state / "prefect"))

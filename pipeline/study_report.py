@@ -14,13 +14,12 @@ from pathlib import Path
 import yaml
 
 from pipeline.config import Params
+from pipeline.evaluation.headline import headline_suites, suite_columns
 from pipeline.io import atomic_path, write_csv
 from pipeline.study import aggregate, nested, recommend, short
 
-METRICS = [
-    "psnr_rain/unseen", "psnr_bg/unseen", "psnr_rain_gain/unseen", "psnr_bg_gain/unseen", "psnr/unseen",
-    "psnr_rain/seen", "psnr_bg/seen", "psnr_rain_gain/seen", "psnr_bg_gain/seen", "psnr/seen",
-]
+# Per-suite metrics tabulated for the headline suites (out-of-distribution first; evaluation/headline.py).
+SUITE_METRICS = ["psnr_rain", "psnr_bg", "psnr_rain_gain", "psnr_bg_gain", "psnr"]
 
 
 def _fmt(mean: float, std: float) -> str:
@@ -197,7 +196,9 @@ def write_study_outputs(params: Params, root: Path, results: list[dict], lineage
     out = Path(root) / "build" / "study"
     out.mkdir(parents=True, exist_ok=True)
     results = [with_ood_means(r, study.ood_suites) for r in results]
-    metrics = list(dict.fromkeys([study.objective, study.floor_metric, "ood_rain_gain", "ood_bg_gain", *METRICS]))
+    seen, unseen = headline_suites(params)
+    metrics = list(dict.fromkeys([study.objective, study.floor_metric, "ood_rain_gain", "ood_bg_gain",
+                                  *suite_columns(SUITE_METRICS, [unseen, seen])]))
     write_csv(out / "cells.csv", [
         {"cell_id": r["cell_id"], "label": r["label"], "error": (r["error"] or "")[:200], "worker": r.get("worker") or "",
          "converged": _converged(r), "last_fifth_delta_db": (r.get("convergence") or {}).get("delta_db", ""),

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from pipeline.runtime import state_path
+
 
 class WorkspaceError(RuntimeError):
     """The workspace cannot host a run; the message says what to do."""
@@ -58,7 +60,7 @@ LOCK_ENV = "RAINCHECK_RUN_LOCK"
 
 def lock_path(root: Path) -> Path:
     """`root/.raincheck/run.lock`, absolute (the same text whatever path the caller gave)."""
-    return Path(root).resolve() / ".raincheck" / "run.lock"
+    return state_path(Path(root).resolve(), "run.lock")
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 stage, so editing it makes `dvc repro` re-run the stage instead of "didn't change, skipping".
 
 A stage's command is `python -m pipeline <step>`; the CLI loads params (pipeline.config,
-pipeline.runtime) and calls the step's module from pipeline.cli.STEPS. The closure follows every
+pipeline.runtime) and calls the step's module from pipeline/stages.py. The closure follows every
 `import pipeline...` in those files, including the lazy ones inside functions (static, via ast).
 The CLI's own dispatch code (pipeline/cli.py, __main__.py) is left out on purpose: it decides which
 function runs, never what it computes, and a help-text edit should not re-run the pipeline.
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cli import STEPS
+from pipeline.stages import BY_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 ALWAYS = ("pipeline.config", "pipeline.runtime")
@@ -72,7 +72,7 @@ def test_every_imported_source_file_is_a_dep_of_its_stage(step):
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][step]
     assert stage["cmd"] == f"python -m pipeline {step}", "the closure assumes the raincheck CLI runs the step"
     deps = [d for d in stage["deps"] if not d.startswith("${")]
-    needed = closure([*ALWAYS, STEPS[step][0]])
+    needed = closure([*ALWAYS, BY_NAME[step].module])
     missing = sorted(str(p) for p in needed if not covered(p, deps))
     assert not missing, f"dvc.yaml stage {step!r} imports files that are not in its deps: {missing}"
 

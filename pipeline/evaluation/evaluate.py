@@ -22,6 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
+from pipeline import layout
 from pipeline.config import PairedFolderSuite, Params
 from pipeline.evaluation.metrics import binary_mask, output_and_input_scores
 from pipeline.evaluation.report import Sample, make_sample, render_fullsize, render_report, report_subtitle
@@ -286,7 +287,7 @@ def run_evaluate(params: Params, root: Path) -> dict:
     root = Path(root)
     settings = params.evaluate
     suites = load_suites(params, root)  # fail on a bad suite before loading the model
-    model = load_model(root / params.paths.model / "model.pt")
+    model = load_model(root / params.paths.model / layout.MODEL)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device)
     result = evaluate_model(
@@ -300,7 +301,7 @@ def run_evaluate(params: Params, root: Path) -> dict:
         device=device,
     )
     written = write_outputs(root / params.paths.evaluation, result, [suite.name for suite in suites],
-                            report_subtitle(params.train.model.type, root / params.paths.model / "model.pt", root))
+                            report_subtitle(params.train.model.type, root / params.paths.model / layout.MODEL, root))
     headline = ("psnr", "psnr_rain", "psnr_rain_gain", "psnr_bg", "empty_masks", "n_images")
     return {
         "outputs": [str(path) for path in written],
@@ -310,7 +311,7 @@ def run_evaluate(params: Params, root: Path) -> dict:
 
 def write_outputs(folder: Path, result: EvaluationResult, suite_names: list[str], subtitle: str = "") -> list[Path]:
     """Write metrics.json, per_image.csv and report.png into `folder`; returns their paths."""
-    paths = [folder / "metrics.json", folder / "per_image.csv", folder / "report.png", folder / "fullsize.png"]
+    paths = [folder / layout.METRICS, folder / "per_image.csv", folder / "report.png", folder / "fullsize.png"]
     write_json(paths[0], result.metrics)
     write_per_image(paths[1], result.rows)
     render_report(paths[2], result.metrics, suite_names, result.samples, subtitle)

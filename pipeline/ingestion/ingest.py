@@ -34,7 +34,7 @@ from pipeline.config import Ingest, Params
 from pipeline.io import atomic_path, save_png, write_csv
 from pipeline.ingestion.decode import DecodeError, decode_photo
 from pipeline.ingestion.sources import Candidate, Package, iter_packages, largest_jpeg
-from pipeline.runtime import cache_dir
+from pipeline.runtime import cache_dir, state_path
 
 MANIFEST_COLUMNS = [
     "image_id", "source", "package", "version", "member", "licence",
@@ -158,7 +158,7 @@ def _ingest_lock(root: Path) -> Iterator[None]:
     """Hold `<root>/.raincheck/ingest.lock`: one ingest per workspace builds at a time."""
     from filelock import FileLock, Timeout
 
-    path = root / ".raincheck" / "ingest.lock"
+    path = state_path(root, "ingest.lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path))
     try:

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from pipeline.runtime import state_path
+
 EXPERIMENT = "raincheck"
 CANDIDATE, CHAMPION, CURRENT = "candidate", "champion", "current"
 STATE_TAG = "raincheck.state"
@@ -45,7 +47,7 @@ def registry_lock(root: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]
     """
     from filelock import FileLock, Timeout
 
-    path = Path(os.environ.get("RAINCHECK_REGISTRY_LOCK") or Path(root) / ".raincheck" / "registry.lock")
+    path = Path(os.environ.get("RAINCHECK_REGISTRY_LOCK") or state_path(root, "registry.lock"))
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path))
     try:
@@ -62,7 +64,7 @@ def ensure_experiment(client, name: str = EXPERIMENT) -> str:
     """The experiment id, creating it with an explicit artifact location if needed."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        artifacts = Path(os.environ.get("RAINCHECK_MLFLOW_ARTIFACTS", ".raincheck/mlartifacts")).resolve()
+        artifacts = Path(os.environ.get("RAINCHECK_MLFLOW_ARTIFACTS") or state_path(".", "mlartifacts")).resolve()
         artifacts.mkdir(parents=True, exist_ok=True)
         experiment_id = client.create_experiment(name, artifact_location=artifacts.as_uri())
     else:

@@ -8,13 +8,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.config import Params
+from pipeline.evaluation.headline import headline_suites, suite_columns
 from pipeline.registry import history
 from pipeline.registry.client import (
     CANDIDATE, CHAMPION, RegistryError, alias_version, mlflow_client, registry_lock, resolve_version, version_metrics,
     version_state,
 )
 
-GATED = ("psnr_rain/unseen", "psnr_bg/unseen", "psnr_rain_gain/unseen", "psnr/seen", "psnr/unseen")
+
+def key_metrics(params: Params) -> list[str]:
+    """The table's metric columns: the headline out-of-distribution suite's rain-region and
+    background scores, then whole-image PSNR on both headline suites (evaluation/headline.py)."""
+    seen, unseen = headline_suites(params)
+    return list(dict.fromkeys([*suite_columns(["psnr_rain", "psnr_bg", "psnr_rain_gain"], [unseen]),
+                               *suite_columns(["psnr"], [seen, unseen])]))
 
 
 def show(params: Params) -> str:
@@ -25,7 +32,8 @@ def show(params: Params) -> str:
     if not versions:
         return f"{name}: no versions registered yet (run `make run`)."
     aliases = {alias: str(getattr(alias_version(client, name, alias), "version", "")) for alias in (CHAMPION, CANDIDATE)}
-    header = ["version", "aliases", "state", "gate", *GATED, "git", "data"]
+    gated = key_metrics(params)
+    header = ["version", "aliases", "state", "gate", *gated, "git", "data"]
     rows = []
     for version in versions:
         metrics = version_metrics(client, version)
@@ -34,7 +42,7 @@ def show(params: Params) -> str:
             ",".join(a for a, v in aliases.items() if v == str(version.version)) or "-",
             version_state(version),
             version.tags.get("gate", "-") + (" (manual)" if version.tags.get("manual_promotion") else ""),
-            *(f"{metrics[k]:.2f}" if k in metrics else "-" for k in GATED),
+            *(f"{metrics[k]:.2f}" if k in metrics else "-" for k in gated),
             version.tags.get("git_commit", "-")[:8],
             version.tags.get("data_digest", "-")[:8],
         ])

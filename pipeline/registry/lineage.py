@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline import layout
 from pipeline.config import Params, digest
 from pipeline.io import read_json
 
@@ -97,8 +98,8 @@ def data_digest(params: Params, root: Path) -> str:
 def lineage_tags(params: Params, root: Path, flow_run_id: str | None = None) -> dict[str, str]:
     """Tags recorded on every MLflow run and registered version."""
     commit, dirty = git_commit(root)
-    model = root / params.paths.model / "model.pt"
-    prior = root / params.paths.prior / "prior.pt"
+    model = root / params.paths.model / layout.MODEL
+    prior = root / params.paths.prior / layout.PRIOR
     tags = {
         "git_commit": commit,  # informative: the identity is content (code_digest), not a commit
         "git_dirty": str(dirty).lower(),
@@ -114,7 +115,7 @@ def lineage_tags(params: Params, root: Path, flow_run_id: str | None = None) -> 
     if flow_run_id:
         tags["prefect_flow_run_id"] = flow_run_id
     identity = ["code_digest", "data_digest", "model_params_digest"]
-    prior_metrics = root / params.paths.prior / "metrics.json"  # a pretrained prior's origin is in it
+    prior_metrics = root / params.paths.prior / layout.METRICS  # a pretrained prior's origin is in it
     origin = read_json(prior_metrics).get("source") if prior_metrics.is_file() else None
     if params.prior.model.type == "pretrained_autoencoder" and origin:
         tags.update(prior_source_path=str(origin["path"]), prior_source_sha256=str(origin["sha256"]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version as installed_version
 from pathlib import Path
 
+from pipeline import layout
 from pipeline.config import Params
 from pipeline.io import read_csv, read_json
 from pipeline.registry.client import CURRENT, ensure_experiment, find_version
@@ -34,11 +35,11 @@ def _log_training(mlflow, folder: Path, prefix: str, live: bool) -> None:
     """The training curves and summary, unless the live training run already holds them."""
     if live:
         return
-    _log_curves(mlflow, folder / "log.csv", prefix)
-    if (folder / "metrics.json").is_file():
-        rows = read_csv(folder / "log.csv") if (folder / "log.csv").is_file() else []
+    _log_curves(mlflow, folder / layout.LOG, prefix)
+    if (folder / layout.METRICS).is_file():
+        rows = read_csv(folder / layout.LOG) if (folder / layout.LOG).is_file() else []
         step = int(float(rows[-1]["step"])) if rows else 0
-        log_summary(mlflow.MlflowClient(), mlflow.active_run().info.run_id, read_json(folder / "metrics.json"), prefix, step,
+        log_summary(mlflow.MlflowClient(), mlflow.active_run().info.run_id, read_json(folder / layout.METRICS), prefix, step,
                     set(rows[-1]) if rows else set())
 
 
@@ -165,7 +166,7 @@ def register_prior(client, params: Params, root: Path, tags: dict[str, str]) -> 
         log_datasets(mlflow, params, root, [], "training")
         if (prior_dir / "recon.png").is_file():
             mlflow.log_artifact(str(prior_dir / "recon.png"), artifact_path="reports")
-        info = _log_model(mlflow, "prior", PRIOR_CODE, prior_dir / "prior.pt", params)
+        info = _log_model(mlflow, "prior", PRIOR_CODE, prior_dir / layout.PRIOR, params)
     version = mlflow.register_model(info.model_uri, params.register.prior_name, tags={**prior_tags(tags), "mlflow_run_id": run.info.run_id})
     client.set_registered_model_alias(params.register.prior_name, CURRENT, version.version)
     return version.version
@@ -193,6 +194,6 @@ def log_derain_run(client, params: Params, root: Path, tags: dict[str, str], met
         for path, folder in report_files(params, root):
             if path.is_file():
                 mlflow.log_artifact(str(path), artifact_path=folder)
-        info = _log_model(mlflow, "model", DERAIN_CODE, root / paths.model / "model.pt", params,
+        info = _log_model(mlflow, "model", DERAIN_CODE, root / paths.model / layout.MODEL, params,
                           {"tile": params.evaluate.tile, "overlap": params.evaluate.overlap})
         return run.info.run_id, info.model_uri

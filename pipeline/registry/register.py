@@ -22,6 +22,7 @@ import math
 import os
 from pathlib import Path
 
+from pipeline import layout
 from pipeline.config import Params, digest, load_params
 from pipeline.io import read_json, write_json
 from pipeline.registry import history
@@ -208,7 +209,7 @@ def run_register(params: Params, root: Path, flow_run_id: str | None = None) -> 
     """
     root = Path(root)
     check_params_file(params, root)
-    metrics_file = root / params.paths.evaluation / "metrics.json"
+    metrics_file = root / params.paths.evaluation / layout.METRICS
     if not metrics_file.is_file():
         raise RegistryError(f"{metrics_file} is missing: run the evaluate step first")
     evaluated = read_json(metrics_file)

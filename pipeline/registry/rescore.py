@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from pipeline import layout
 from pipeline.config import Params
 
 
@@ -26,7 +27,7 @@ def _checkpoint_of(client, name: str, version: str, folder: Path) -> Path:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(folder)))
     except Exception as error:  # MLflow raises several types for a missing or unreadable artifact
         raise RescoreError(f"cannot download {name} version {version}: {error}") from None
-    found = sorted(local.rglob("model.pt"))
+    found = sorted(local.rglob(layout.MODEL))
     if not found:
         raise RescoreError(f"{name} version {version} holds no model.pt in its logged model ({local})")
     return found[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from pipeline import layout
 from pipeline.config import Params
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -108,7 +109,7 @@ def predict_paths(params: Params, source: Path, target: Path, version: str | Non
     resolve_version(mlflow_client(), params.register.model_name, version)  # a clear error for a wrong version
     uri = model_uri(params, version)
     local = Path(mlflow.artifacts.download_artifacts(f"{uri}"))
-    checkpoint = next(local.rglob("model.pt"), None)
+    checkpoint = next(local.rglob(layout.MODEL), None)
     if checkpoint is None:
         raise FileNotFoundError(f"{uri}: no model.pt checkpoint in the registered model")
     model = load_derain_model(checkpoint)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import layout
 from pipeline.config import Params
 from pipeline.evaluation.report import recon_sheet  # the sheet lives with the other report pictures
 
@@ -156,12 +157,12 @@ def _adopt_pretrained_prior(params: Params, root: Path, show_progress: bool) -> 
                "parameters": sum(p.numel() for p in prior.parameters()), "seconds": round(time.perf_counter() - began, 2)}
     sample = val_patches[np.linspace(0, len(val_patches) - 1, min(8, len(val_patches))).round().astype(int)]
     save_png(out_dir / "recon.png", recon_sheet(sample, reconstruct(prior, sample, device)[0]))
-    with atomic_path(out_dir / "prior.pt") as tmp:
+    with atomic_path(out_dir / layout.PRIOR) as tmp:
         torch.save(prior_checkpoint(prior.cpu(), source), tmp)
-    write_csv(out_dir / "log.csv", [{"step": 0, "val_recon_psnr": metrics["recon_psnr"]}])
-    write_json(out_dir / "metrics.json", {**metrics, "source": source})  # a tracked output: lineage reads it
+    write_csv(out_dir / layout.LOG, [{"step": 0, "val_recon_psnr": metrics["recon_psnr"]}])
+    write_json(out_dir / layout.METRICS, {**metrics, "source": source})  # a tracked output: lineage reads it
     (out_dir / "checkpoint.pt").unlink(missing_ok=True)  # a VQ training's resume state no longer applies
-    return {"prior": str(out_dir / "prior.pt"), "device": str(device), "source": source["path"], **metrics}
+    return {"prior": str(out_dir / layout.PRIOR), "device": str(device), "source": source["path"], **metrics}
 
 
 def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:
@@ -276,11 +277,11 @@ def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:
                "iterations": cfg.iterations, "parameters": sum(p.numel() for p in model.parameters()), **timing.summary()}
     sample = val_patches[np.linspace(0, len(val_patches) - 1, min(8, len(val_patches))).round().astype(int)]
     save_png(out_dir / "recon.png", recon_sheet(sample, reconstruct(model, sample, device)[0]))
-    with atomic_path(out_dir / "prior.pt") as tmp:
+    with atomic_path(out_dir / layout.PRIOR) as tmp:
         torch.save(prior_checkpoint(model.cpu()), tmp)
-    write_csv(out_dir / "log.csv", rows)
-    write_json(out_dir / "metrics.json", metrics)
+    write_csv(out_dir / layout.LOG, rows)
+    write_json(out_dir / layout.METRICS, metrics)
     checkpoint_path.unlink(missing_ok=True)  # the run finished: nothing left to resume
     if live is not None:
-        live.finish(metrics, out_dir / "prior.pt", cfg.iterations)
-    return {"prior": str(out_dir / "prior.pt"), "device": str(device), "resumed_from_step": start, **metrics}
+        live.finish(metrics, out_dir / layout.PRIOR, cfg.iterations)
+    return {"prior": str(out_dir / layout.PRIOR), "device": str(device), "resumed_from_step": start, **metrics}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from pipeline import layout
 from pipeline.config import PRIOR_ARCHITECTURES, Params
 
 # The code whose change makes an interrupted run's checkpoint stale (a subset of the train stage's deps).
@@ -25,7 +26,7 @@ def load_matching_prior(params: Params, root: Path):
     """The trained prior for a prior-constrained model; refuses one that params no longer describe."""
     from pipeline.models.factory import CheckpointError, load_prior
 
-    path = root / params.paths.prior / "prior.pt"
+    path = root / params.paths.prior / layout.PRIOR
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained prior (run the prior step first); train.model.type "
                                 f"{params.train.model.type!r} renders through it")
@@ -243,12 +244,12 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
 
     out_dir = root / paths.model
     weights = {k: v.detach().cpu() for k, v in ema.module.state_dict().items()}
-    with atomic_path(out_dir / "model.pt") as tmp:
+    with atomic_path(out_dir / layout.MODEL) as tmp:
         torch.save(derain_checkpoint(cfg.model, weights, prior.spec if prior is not None else None,
                                      getattr(prior, "diffusers_config", None)), tmp)
-    write_csv(out_dir / "log.csv", rows)
-    write_json(out_dir / "metrics.json", metrics)
+    write_csv(out_dir / layout.LOG, rows)
+    write_json(out_dir / layout.METRICS, metrics)
     checkpoint_path.unlink(missing_ok=True)  # the run finished: nothing left to resume
     if live is not None:
-        live.finish(metrics, out_dir / "model.pt", cfg.iterations)
-    return {"model": str(out_dir / "model.pt"), "device": str(device), **metrics}
+        live.finish(metrics, out_dir / layout.MODEL, cfg.iterations)
+    return {"model": str(out_dir / layout.MODEL), "device": str(device), **metrics}
