@@ -61,14 +61,19 @@ def write_metrics(params, root: Path, metrics: dict) -> None:
     (folder / "metrics.json").write_text(json.dumps(metrics))
 
 
+def workspace_params(root: Path, monkeypatch):
+    """params.yaml copied into `root`, with this test's own SQLite registry and artifact folder."""
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.setenv("RAINCHECK_MLFLOW_ARTIFACTS", str(root / "art"))
+    return load_params(root / "params.yaml")
+
+
 def test_champion_is_rescored_on_the_candidates_images_after_a_split_change(tmp_path, monkeypatch):
     from pipeline.evaluation.evaluate import evaluate_model, load_suites
     from pipeline.registry.register import RESCORED_NOTE, run_register
 
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    params = load_params(tmp_path / "params.yaml")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("RAINCHECK_MLFLOW_ARTIFACTS", str(tmp_path / "art"))
+    params = workspace_params(tmp_path, monkeypatch)
     rules = params.register.rules
     floors = {key: floor + 1.0 for key, floor in rules.floors.items()}
     (tmp_path / params.paths.prior).mkdir(parents=True)
@@ -103,10 +108,7 @@ def test_a_champion_that_cannot_be_rescored_is_not_compared(tmp_path, monkeypatc
     are still checked."""
     from pipeline.registry.register import run_register
 
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    params = load_params(tmp_path / "params.yaml")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("RAINCHECK_MLFLOW_ARTIFACTS", str(tmp_path / "art"))
+    params = workspace_params(tmp_path, monkeypatch)
     rules = params.register.rules
     metrics = {key: floor + 1.0 for key, floor in rules.floors.items()} | {key: 30.0 for key in rules.champion_tolerance}
     write_suites(params, tmp_path, seed=1, count=1)

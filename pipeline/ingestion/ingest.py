@@ -9,7 +9,7 @@ licences/<package>.copyright.
 - Reproducible: the pool is a function of the source bytes only (deterministic PNG encoding,
   sorted tables, no timestamps), so the same sources give a byte-identical pool and data.dvc
   changes only when the photos do.
-- Atomic: the pool is built in a temporary sibling directory (`.data.XXXXXXXX/`) and renamed
+- Atomic: the pool is built in a temporary sibling directory (`.data.<8 random characters>/`) and renamed
   into place; a failed run leaves the previous pool untouched. A killed run cannot remove its
   temporary folder: the next run does (it holds `.raincheck/ingest.lock`, so no other ingest of
   this workspace is building one).
