@@ -57,7 +57,9 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
     project_environment(args.root)
     params = load_params(args.params)
-    with workspace_lock(args.root):
+    # A registration takes seconds: a second one (or one started beside a flow's last step) waits
+    # for the first and then finds its version ("reproduced") instead of failing.
+    with workspace_lock(args.root, timeout=args.wait):
         result = run_register(params, args.root, flow_run_id=args.flow_run_id)
     print(json.dumps(result, indent=2, sort_keys=True, default=str))
     return 0
@@ -177,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     text = "log the evaluated model to MLflow, register it and apply the promotion gate"
     reg = sub.add_parser("register", parents=[common], help=text, description=text + " (resumable; identity is the weights' sha256)")
     reg.add_argument("--flow-run-id", default=None, help="Prefect flow run id to record in the lineage tags")
+    reg.add_argument("--wait", type=float, default=120, metavar="SECONDS",
+                     help="wait this long for another run or registration in this workspace to finish (default 120; 0 = refuse at once)")
     reg.set_defaults(handler=_cmd_register)
 
     text = "show the model registry and the champion history, promote a version by hand, roll back"

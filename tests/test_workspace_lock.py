@@ -59,7 +59,7 @@ def _run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Comp
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("command", [["-m", "pipeline", "train"], ["-m", "pipeline", "register"], ["-m", "flows", "retrain"]])
+@pytest.mark.parametrize("command", [["-m", "pipeline", "train"], ["-m", "pipeline", "register", "--wait", "0"], ["-m", "flows", "retrain"]])
 def test_a_second_run_is_refused_while_the_lock_is_held(workspace, held, command):
     done = _run([*command, "--root", str(workspace)], workspace)
     lines = done.stderr.strip().splitlines()
