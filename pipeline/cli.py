@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ def run_step(step: str, params_path: Path, root: Path) -> dict:
     params = load_params(params_path)
     stage = BY_NAME[step]
     entry = getattr(importlib.import_module(stage.module), stage.function)
+    if int(os.environ.get("RANK", "0")) > 0:  # torchrun's other ranks: part of rank 0's locked run
+        return entry(params, root)
     with workspace_lock(root):
         return entry(params, root)
 
