@@ -24,11 +24,19 @@ def _offline_env(tmp_path: Path) -> dict:
             "https_proxy": dead, "NO_PROXY": "", "DVC_NO_ANALYTICS": "1", "HOME": str(tmp_path / "home")}
 
 
-def _init_repo(repo: Path, env: dict) -> None:
+def _new_repo(tmp_path: Path, templates: bool = True) -> tuple[Path, dict]:
+    """(repo, offline env): a git + DVC repository holding this project's dvc.yaml and params.yaml,
+    with the custom plot templates unless `templates` is False."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, repo / name)
+    env = _offline_env(tmp_path)
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True, env=env)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True, env=env)
-    # the custom templates are tracked under .dvc/plots; `dvc init` only makes an empty .dvc
-    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")
+    if templates:  # tracked under .dvc/plots; `dvc init` only makes an empty .dvc
+        shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")
+    return repo, env
 
 
 def _per_image_csv(repo: Path) -> None:
@@ -44,10 +52,7 @@ def _per_image_csv(repo: Path) -> None:
 
 @pytest.mark.integration
 def test_plots_render_to_png_offline(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / name, repo / name)
+    repo, env = _new_repo(tmp_path)
     (repo / "build/model").mkdir(parents=True)
     (repo / "build/prior").mkdir(parents=True)
     rows = "\n".join(f"{s},{1 / s},{20 + s / 100},{30 + s / 100}" for s in range(50, 1550, 50))
@@ -56,8 +61,6 @@ def test_plots_render_to_png_offline(tmp_path):
     recon = np.random.default_rng(0).integers(0, 255, (24, 40, 3), dtype=np.uint8)
     Image.fromarray(recon).save(repo / "build/prior/recon.png")
     _per_image_csv(repo)
-    env = _offline_env(tmp_path)
-    _init_repo(repo, env)
 
     result = subprocess.run([sys.executable, "-m", "pipeline", "plots", "--root", str(repo)], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -83,13 +86,8 @@ def test_per_suite_scatter_has_one_panel_per_suite_and_the_diagonal(tmp_path):
 
     import vl_convert
 
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / name, repo / name)
+    repo, env = _new_repo(tmp_path)
     _per_image_csv(repo)
-    env = _offline_env(tmp_path)
-    _init_repo(repo, env)
     shown = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=repo, capture_output=True, text=True, env=env)
     data = json.loads(shown.stdout)["data"]
     for name, x_title in (("per-image PSNR by suite", "rainy input PSNR (dB)"),
@@ -110,13 +108,7 @@ def test_per_suite_scatter_has_one_panel_per_suite_and_the_diagonal(tmp_path):
 
 
 def test_plots_without_data_is_one_line(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    shutil.copy(ROOT / "dvc.yaml", repo)
-    shutil.copy(ROOT / "params.yaml", repo)
-    env = _offline_env(tmp_path)
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True, env=env)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True, env=env)
+    repo, env = _new_repo(tmp_path)
     result = subprocess.run([sys.executable, "-m", "pipeline", "plots", "--root", str(repo)], capture_output=True, text=True, env=env)
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "run the pipeline first" in result.stderr
@@ -125,14 +117,8 @@ def test_plots_without_data_is_one_line(tmp_path):
 @pytest.mark.integration
 def test_plots_without_the_custom_template_names_it(tmp_path):
     """A workspace whose .dvc lacks plots/ (not a clone of this repo): one line naming the template."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / name, repo / name)
+    repo, env = _new_repo(tmp_path, templates=False)
     _per_image_csv(repo)
-    env = _offline_env(tmp_path)
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True, env=env)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True, env=env)
     result = subprocess.run([sys.executable, "-m", "pipeline", "plots", "--root", str(repo)], capture_output=True, text=True, env=env)
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "Template 'scatter_diagonal' not found" in result.stderr
