@@ -9,20 +9,24 @@ from pydantic import Field, field_validator
 from pipeline.params.base import Strict
 
 
-class PypiSource(Strict):
+class _PackageSource(Strict):
+    """What the package-based sources share: each package named once."""
+
+    @field_validator("packages", check_fields=False)
+    @classmethod
+    def _unique(cls, packages: list[str]) -> list[str]:
+        return _no_repeats(packages)
+
+
+class PypiSource(_PackageSource):
     """Photos shipped inside PyPI wheels (`pip download --no-deps --only-binary=:all:`)."""
 
     type: Literal["pypi"]
     packages: list[Literal["scikit-image", "scikit-learn", "sporco"]] = Field(min_length=1)
     required: bool = False  # when false, a wheel that cannot be downloaded is skipped with a note
 
-    @field_validator("packages")
-    @classmethod
-    def _unique(cls, packages: list[str]) -> list[str]:
-        return _no_repeats(packages)
 
-
-class DebianSource(Strict):
+class DebianSource(_PackageSource):
     """Photos shipped inside Debian packages (`apt-get download`, read with `dpkg-deb`)."""
 
     type: Literal["debian"]
@@ -37,11 +41,6 @@ class DebianSource(Strict):
         ]
     ] = Field(min_length=1)
     required: bool = False  # when false, a machine without apt-get skips this source with a note
-
-    @field_validator("packages")
-    @classmethod
-    def _unique(cls, packages: list[str]) -> list[str]:
-        return _no_repeats(packages)
 
 
 class FolderSource(Strict):
