@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 from prefect import flow, get_run_logger, task
 
-from flows.retrain import run_logged
+from flows.retrain import refresh_pool, run_logged
 from pipeline import layout
 from pipeline.runtime import state_path
 
@@ -136,6 +136,9 @@ def study(root: str = ".", params_file: str = "params.yaml") -> dict:
         raise ParamsError(f"{workspace / params_file}: no `study:` section (see profiles/study-quick.yaml)")
     base = yaml.safe_load((workspace / params_file).read_text())
     cells = expand_grid(params.study.grid, params.study.seeds)
+    # The cells check the pool out of the DVC cache: a fresh clone has none yet, so build it first
+    # (ingest when data/ is missing, then `dvc add`), exactly as the retraining flow does.
+    refresh_pool(workspace, params_file, refresh=False)
     commit, _ = git_commit(workspace)
     data = data_digest(params, workspace)
     results_dir = state_path(workspace, "study", "results")
