@@ -3,7 +3,8 @@
 A profile is refused before anything is written when it does not validate or names a folder
 source that does not exist. A params.yaml that is not a byte copy of one of the profiles holds
 local edits: it is saved as params.yaml.bak first (refused when an older, different backup is
-already there). Both files are written atomically (temporary sibling, then rename).
+already there; keep_backup, shared with `raincheck study apply`). Both files are written
+atomically (temporary sibling, then rename).
 """
 
 from __future__ import annotations
@@ -40,22 +41,35 @@ def install_profile(root: Path, name: str) -> list[str]:
                     f"profiles/{name}.yaml: ingest.sources[{index}].path: {path} is not a folder; "
                     f"create it (your photos) or edit the profile, then run `raincheck profile {name}` again"
                 )
-    target, backup = root / "params.yaml", root / "params.yaml.bak"
-    new = source.read_bytes()
+    target = root / "params.yaml"
     lines = []
     if target.is_file():
-        current = target.read_bytes()
         profiles = {path.read_bytes() for path in folder.glob("*.yaml")}
-        if current not in profiles:  # local edits: keep them
-            if backup.is_file() and backup.read_bytes() != current:
-                raise ProfileError(
-                    f"params.yaml has local edits and {backup} already holds an older backup; "
-                    "move one of them away first (params.yaml was left as it is)"
-                )
-            with atomic_path(backup) as tmp:
-                tmp.write_bytes(current)
+        if target.read_bytes() not in profiles:  # local edits: keep them
+            keep_backup(target, "has local edits and")
             lines.append("[raincheck] params.yaml had local edits: saved as params.yaml.bak")
     with atomic_path(target) as tmp:
-        tmp.write_bytes(new)
+        tmp.write_bytes(source.read_bytes())
     lines.append(f"[raincheck] params.yaml <- profiles/{name}.yaml")
     return lines
+
+
+def keep_backup(target: Path, why: str = "") -> Path:
+    """Copy `target` (a params file about to be replaced) to `target`.bak, atomically; returns the backup.
+
+    A backup is never overwritten: ProfileError when an older, different one is already there (a
+    backup byte-identical to `target` is kept as it is). `why` words the message ("has local edits and").
+    Used by `raincheck profile` and `raincheck study apply` (pipeline/study_apply.py).
+    """
+    from pipeline.io import atomic_path
+
+    backup = target.with_name(target.name + ".bak")
+    current = target.read_bytes()
+    if backup.is_file() and backup.read_bytes() != current:
+        raise ProfileError(
+            f"{target.name} {why + ' ' if why else ''}{backup} already holds an older backup; "
+            f"move one of them away first ({target.name} was left as it is)"
+        )
+    with atomic_path(backup) as tmp:
+        tmp.write_bytes(current)
+    return backup
