@@ -3,7 +3,8 @@
 Writes under `build/study/`: cells.csv (one row per cell and seed, with its convergence), table.csv
 (mean ± std per configuration), curves.csv (every cell's validation curve), effects.csv and
 claims.csv (pipeline/study_stats.py), heatmaps.png, tradeoff.png, recommendation.md,
-suggested_params.yaml (empty unless every cell converged and one configuration clears the floor).
+suggested_params.yaml (empty unless every cell converged and one configuration clears the floor),
+recommendation.json (the same decision, machine-readable: what `raincheck study apply` applies).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import yaml
 
 from pipeline.config import Params
 from pipeline.evaluation.headline import headline_suites, suite_columns
-from pipeline.io import atomic_path, write_csv
+from pipeline.io import atomic_path, write_csv, write_json
 from pipeline.study import aggregate, nested, recommend, short
+
+OUTPUT = "build/study"  # the study's output folder, under the workspace root
 
 # Per-suite metrics tabulated for the headline suites (out-of-distribution first; evaluation/headline.py).
 SUITE_METRICS = ["psnr_rain", "psnr_bg", "psnr_rain_gain", "psnr_bg_gain", "psnr"]
@@ -111,7 +114,7 @@ def _log_mlflow(params: Params, results: list[dict], out: Path, lineage: dict) -
                 if result["metrics"]:
                     mlflow.log_metrics({k: float(v) for k, v in result["metrics"].items() if isinstance(v, (int, float)) and v == v})
         for name in ("cells.csv", "table.csv", "curves.csv", "effects.csv", "claims.csv", "heatmaps.png", "tradeoff.png",
-                     "recommendation.md", "suggested_params.yaml"):
+                     "recommendation.md", "suggested_params.yaml", "recommendation.json"):
             if (out / name).is_file():
                 mlflow.log_artifact(str(out / name))
         return parent.info.run_id
@@ -184,6 +187,26 @@ def summarize(params: Params, results: list[dict], rows: list[dict], table_rows:
     return "\n".join(lines), best, suggestion
 
 
+def recommendation_record(params: Params, results: list[dict], best: dict | None) -> dict:
+    """recommendation.json: {"config": the recommended configuration's grid overrides ({dotted key:
+    value}) or None, "reason": why nothing is recommended ("" when something is), "fixed": study.fixed
+    (the regime every cell trained under, e.g. shorter training: recorded, not a recommendation),
+    objective / floor names and the recommended configuration's means (dB), cell counts}."""
+    study = params.study
+    n_converged = sum(_converged(r) for r in results)
+    if not results or n_converged < len(results):
+        reason = f"{len(results) - n_converged} of {len(results)} cells did not converge (or failed)"
+    elif best is None:
+        reason = f"no configuration met the floor {study.floor_metric} >= {study.floor:g} dB"
+    else:
+        reason = ""
+    return {"config": best["config"] if best else None, "reason": reason, "fixed": study.fixed,
+            "objective": study.objective, "objective_mean": best[f"{study.objective}:mean"] if best else None,
+            "floor_metric": study.floor_metric, "floor": study.floor,
+            "floor_metric_mean": best[f"{study.floor_metric}:mean"] if best else None,
+            "cells": len(results), "converged": n_converged}
+
+
 def write_study_outputs(params: Params, root: Path, results: list[dict], lineage: dict) -> dict:
     """Write every study output and log them; returns the markdown, table rows and counts.
 
@@ -193,7 +216,7 @@ def write_study_outputs(params: Params, root: Path, results: list[dict], lineage
     from pipeline.study_stats import effects
 
     study = params.study
-    out = Path(root) / "build" / "study"
+    out = Path(root) / OUTPUT
     out.mkdir(parents=True, exist_ok=True)
     results = [with_ood_means(r, study.ood_suites) for r in results]
     seen, unseen = headline_suites(params)
@@ -229,6 +252,7 @@ def write_study_outputs(params: Params, root: Path, results: list[dict], lineage
         tmp.write_text(markdown + "\n")
     with atomic_path(out / "suggested_params.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(suggestion, sort_keys=False))
+    write_json(out / "recommendation.json", recommendation_record(params, results, best))
     run_id = _log_mlflow(params, results, out, lineage)
     return {"markdown": markdown, "table_rows": table_rows, "completed": len(completed), "failed": failed,
             "converged": n_converged, "claims": found["claims"],

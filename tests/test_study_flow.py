@@ -5,6 +5,7 @@ finished cells."""
 from __future__ import annotations
 
 import csv
+import json
 import sys
 
 import pytest
@@ -65,6 +66,8 @@ def test_table_plots_and_recommendation_are_written(study_run):
     assert recommendation.splitlines()[2].startswith("**NOT CONVERGED: 1 of 3 cells")
     assert "**2 of 3 converged**" in recommendation and "Recommended" not in recommendation
     assert yaml.safe_load((out_dir / "suggested_params.yaml").read_text()) == {}
+    record = json.loads((out_dir / "recommendation.json").read_text())  # what `raincheck study apply` reads
+    assert record["config"] is None and record["reason"] == "1 of 3 cells did not converge (or failed)"
     effects = list(csv.DictReader((out_dir / "effects.csv").open()))
     assert [r["factor"] for r in effects] == ["N", "N"]  # 16 vs 24 (the 100000 cell failed): rain and background
 
