@@ -9,7 +9,7 @@ STAMP := $(VENV)/.raincheck-installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test venv repro bench serve stop serve-model study plots help
+.PHONY: run test venv repro bench serve stop serve-model study study-apply plots help
 
 # The stage names below are prose: the stages are declared in pipeline/stages.py (`raincheck --help`).
 help:
@@ -22,6 +22,7 @@ help:
 	@echo "make stop   - stop what make serve started"
 	@echo "make serve-model - serve the champion over HTTP on 127.0.0.1:5001 (ARGS='--version 2 --port 5002' passed on)"
 	@echo "make study  - the generalization study (STUDY=profiles/study-quick.yaml by default)"
+	@echo "make study-apply - write the study's recommendation (build/study) into params.yaml: diff, params.yaml.bak (ARGS=--dry-run)"
 	@echo "make bench  - performance benchmarks (benchmarks/)"
 	@echo "make venv   - only create/update the virtual environment ($(VENV))"
 	@echo "make help   - this list"
@@ -63,3 +64,6 @@ plots: $(STAMP)
 
 study: $(STAMP)
 	$(PY) -m flows study --params $(or $(STUDY),profiles/study-quick.yaml)
+
+study-apply: $(STAMP)
+	$(PY) -m pipeline study apply $(ARGS)

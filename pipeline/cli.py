@@ -138,6 +138,21 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study_apply(args: argparse.Namespace) -> int:
+    from pipeline.profiles import ProfileError
+    from pipeline.study_apply import StudyApplyError, apply_recommendation
+    from pipeline.study_report import OUTPUT
+
+    folder = args.source or args.root / OUTPUT
+    try:
+        lines = apply_recommendation(args.params, folder, dry_run=args.dry_run)
+    except (StudyApplyError, ProfileError) as error:  # nothing recommended, no report, a backup in the way
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 0
+
+
 def _cmd_plots(args: argparse.Namespace) -> int:
     from pipeline.plots import PlotsError, render
     from pipeline.runtime import project_environment
@@ -212,6 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
     profile = sub.add_parser("profile", parents=[common], help=text, description=text)
     profile.add_argument("name")
     profile.set_defaults(handler=_cmd_profile)
+
+    text = "write the study's recommended composition (build/study/recommendation.json) into params.yaml"
+    study = sub.add_parser("study", help="the generalization study's results (`make study` runs it)",
+                           description="the generalization study's results; the study itself runs with `make study`")
+    apply = study.add_subparsers(dest="study_command", required=True, metavar="ACTION").add_parser(
+        "apply", parents=[common], help=text, description=text + ": shows the diff, keeps params.yaml.bak, validates first")
+    apply.add_argument("--from", dest="source", type=Path, default=None, metavar="DIR",
+                       help="the study's output folder (default: build/study under --root)")
+    apply.add_argument("--dry-run", action="store_true", help="print the diff only; write nothing")
+    apply.set_defaults(handler=_cmd_study_apply)
 
     text = "render the dvc.yaml plots to PNG files and an index.html that open offline (no CDN)"
     plots = sub.add_parser("plots", parents=[common], help=text, description=text + "; `dvc plots show` needs network for vega")
