@@ -164,7 +164,9 @@ def _cmd_plots(args: argparse.Namespace) -> int:
     except PlotsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"[raincheck] {len(written) - 1} plot(s) in {out}; open {written[-1]} (offline: no script, no CDN)")
+    pages = " or ".join(sorted(str(path) for path in written if path.suffix == ".html"))
+    print(f"[raincheck] {sum(path.suffix == '.png' for path in written)} plot(s) in {out}; open {pages} "
+          "(offline: images, or charts drawn by the vega-bundle.js beside them; no CDN)")
     return 0
 
 
@@ -238,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--dry-run", action="store_true", help="print the diff only; write nothing")
     apply.set_defaults(handler=_cmd_study_apply)
 
-    text = "render the dvc.yaml plots to PNG files and an index.html that open offline (no CDN)"
+    text = "render the dvc.yaml plots to PNG files, index.html and interactive.html that open offline (no CDN)"
     plots = sub.add_parser("plots", parents=[common], help=text, description=text + "; `dvc plots show` needs network for vega")
     plots.add_argument("--out", type=Path, default=Path("build/plots"), help="output folder, under --root when relative (default: %(default)s)")
     plots.set_defaults(handler=_cmd_plots)

@@ -102,7 +102,7 @@ def run_markdown(result: dict, params, root: Path | None = None) -> str:
     lines += ["## Registry", *(f"- {line.strip()}" for line in registration_lines(registration)), *mlflow_links(registration)]
     root = Path(root or ".").resolve()
     lines += ["", "## Reports", *(f"- [{rel}]({(root / rel).as_uri()})" for rel in (
-        f"{params.paths.evaluation}/report.png", f"{params.paths.curated}/report.png",
+        f"{params.paths.registry}/report.png", f"{params.paths.evaluation}/report.png", f"{params.paths.curated}/report.png",
         f"{params.paths.suites}/gallery.png", f"{params.paths.registry}/decision.json"))]
     if result.get("committed"):
         lines.append(f"- results committed to `{params.schedule.results_branch}` at {result['committed'][:10]}")

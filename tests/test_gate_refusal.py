@@ -1,5 +1,6 @@
 """The gate refuses, end to end: a real flow run whose candidate misses a floor leaves `champion`
-where it was, and decision.json names the failing rule.
+where it was, and decision.json names the failing rule; the registry's report.png says the same in
+its title and is logged to the version's MLflow run.
 
 Its own workspace (the shared `retrained` fixture stays untouched): one flow run that passes the
 tiny profile's gate (version 1 becomes champion), then a retrain with more iterations (new
@@ -13,6 +14,8 @@ import sys
 
 import pytest
 import yaml
+
+from PIL import Image
 
 from tests.workspaces import make_workspace, mlflow_query, run
 
@@ -32,6 +35,7 @@ def test_a_candidate_that_fails_the_gate_does_not_move_the_champion(tmp_path):
     params["register"]["gates"]["floors"][IMPOSSIBLE] = 1000.0
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "commit", "-qam", "stricter gate"], workspace, env)
+    commit = run(["git", "rev-parse", "HEAD"], workspace, env).stdout.strip()  # the code the candidate is trained from
     run(flow, workspace, env)
 
     decision = json.loads((workspace / params["paths"]["registry"] / "decision.json").read_text())
@@ -46,3 +50,14 @@ def test_a_candidate_that_fails_the_gate_does_not_move_the_champion(tmp_path):
         "'gate': candidate.tags.get('gate')}))\n"
     )))
     assert aliases == {"champion": first["version"], "candidate": decision["version"], "gate": "failed"}
+
+    # build/registry/report.png: the evaluation report titled with version, commit and verdict
+    report = workspace / params["paths"]["registry"] / "report.png"
+    with Image.open(report) as image, Image.open(workspace / params["paths"]["evaluation"] / "report.png") as evaluation:
+        title = image.text["Title"]
+        assert image.height > evaluation.height and image.width == evaluation.width
+    assert title.startswith(f"raincheck-derain v{decision['version']} (candidate, not promoted) · commit {commit[:8]}"), title
+    assert f" · gate FAIL: {IMPOSSIBLE} = " in title, title
+    artifacts = json.loads(mlflow_query(workspace, env, (
+        f"print(json.dumps([a.path for a in c.list_artifacts({decision['run_id']!r}, 'reports/registry')]))\n")))
+    assert "reports/registry/report.png" in artifacts and "reports/registry/decision.json" in artifacts

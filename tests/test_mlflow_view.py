@@ -169,3 +169,4 @@ def test_prefect_summary_links_to_mlflow_and_reports(tmp_path):
     assert "[raincheck-derain v4](http://127.0.0.1:5000/#/models/raincheck-derain/versions/4)" in text
     assert "(http://127.0.0.1:5000/#/runs/abcdef0123456789)" in text
     assert f"({(tmp_path / params.paths.evaluation / 'report.png').as_uri()})" in text
+    assert f"({(tmp_path / params.paths.registry / 'report.png').as_uri()})" in text  # titled with version and verdict

@@ -50,8 +50,11 @@ def _per_image_csv(repo: Path) -> None:
         "suite,image_id,psnr,psnr_input,psnr_rain,psnr_rain_input\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
 
 
-@pytest.mark.integration
-def test_plots_render_to_png_offline(tmp_path):
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> tuple[Path, np.ndarray, subprocess.CompletedProcess]:
+    """(repo, the recon.png it holds, the `raincheck plots` run): training logs, a prior log and
+    recon.png, per-image scores, rendered once for the tests below."""
+    tmp_path = tmp_path_factory.mktemp("plots")
     repo, env = _new_repo(tmp_path)
     (repo / "build/model").mkdir(parents=True)
     (repo / "build/prior").mkdir(parents=True)
@@ -61,8 +64,13 @@ def test_plots_render_to_png_offline(tmp_path):
     recon = np.random.default_rng(0).integers(0, 255, (24, 40, 3), dtype=np.uint8)
     Image.fromarray(recon).save(repo / "build/prior/recon.png")
     _per_image_csv(repo)
-
     result = subprocess.run([sys.executable, "-m", "pipeline", "plots", "--root", str(repo)], capture_output=True, text=True, env=env)
+    return repo, recon, result
+
+
+@pytest.mark.integration
+def test_plots_render_to_png_offline(rendered):
+    repo, recon, result = rendered
     assert result.returncode == 0, result.stderr[-2000:]
     out = repo / "build" / "plots"
     for name in ("training_loss", "validation_PSNR", "prior_reconstruction_PSNR", "per_image_PSNR_by_suite"):
@@ -75,7 +83,58 @@ def test_plots_render_to_png_offline(tmp_path):
     assert np.array_equal(np.asarray(Image.open(out / "build_prior_recon.png").convert("RGB")), recon)  # image plots copied
     index = (out / "index.html").read_text()
     assert "<script" not in index and "http" not in index and 'src="training_loss.png"' in index
+    assert 'href="interactive.html"' in index
+    page = (out / "interactive.html").read_text()
+    # the only script it loads is the bundle beside it: nothing from a CDN
+    assert re.findall(r"<script[^>]*\bsrc=\"([^\"]*)\"", page) == ["vega-bundle.js"] and "cdn" not in page.lower()
+    assert (out / "vega-bundle.js").stat().st_size > 100_000 and "vegaEmbed" in (out / "vega-bundle.js").read_text()
     assert not (repo / "dvc_plots").exists()  # DVC's own HTML/copies stay out of the workspace
+    assert "index.html or " in result.stdout and "interactive.html" in result.stdout
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package `chromium` (.ci/run installs it)
+# Headless, offline: every http(s) request goes to a dead proxy and no host name resolves.
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--proxy-server=http://127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",
+                  "--virtual-time-budget=5000", "--window-size=1200,900")
+
+
+def _open_in_chromium(page: Path, scratch: Path) -> tuple[str, np.ndarray, str]:
+    """(DOM after the scripts ran, screenshot uint8 HxWx3, Chromium's net log) of a file:// page."""
+    scratch.mkdir()
+    command = [str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={scratch / 'profile'}", f"--screenshot={scratch / 'shot.png'}",
+               f"--log-net-log={scratch / 'net.json'}", "--dump-dom", page.as_uri()]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with Image.open(scratch / "shot.png") as shot:
+        pixels = np.asarray(shot.convert("RGB"))
+    return result.stdout, pixels, (scratch / "net.json").read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason="chromium is not installed: apt-get install chromium")
+def test_plot_pages_render_in_headless_chromium_without_network(rendered, tmp_path):
+    """Both pages, opened as file:// in Chromium with the network cut: interactive.html's charts are
+    drawn (an <svg class="marks"> per vega plot, coloured lines on screen), index.html's images load."""
+    repo, _, result = rendered
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = repo / "build" / "plots"
+    dom, shot, net_log = _open_in_chromium(out / "interactive.html", tmp_path / "interactive")
+    charts = (out / "interactive.html").read_text().count('class="chart"')
+    assert charts >= 4 and dom.count('class="marks"') == charts, dom[-2000:]
+    assert ">could not draw" not in dom and 'aria-roledescription="line mark"' in dom  # vegaEmbed's catch() text
+    # Below 200 px the first two charts: their coloured lines. Without the charts only the black
+    # figure captions reach that far down (and the colourful recon.png sits above it).
+    lower = shot[200:].astype(int)
+    assert ((lower.max(axis=-1) - lower.min(axis=-1)) > 60).sum() > 1000, "the charts are not on screen"
+    requested = set(re.findall(r'"url":"(https?://[^"/]*)', net_log))  # Chromium's own background calls only
+    assert not any(word in host for host in requested for word in ("vega", "cdn", "jsdelivr", "unpkg")), requested
+
+    dom, shot, _ = _open_in_chromium(out / "index.html", tmp_path / "index")
+    assert dom.count("<img ") >= 5
+    pixels = shot.astype(int)  # a broken image is a grey icon and black alt text: no colour
+    assert ((pixels.max(axis=-1) - pixels.min(axis=-1)) > 60).sum() > 1000, "the plot images are not on screen"
 
 
 @pytest.mark.integration

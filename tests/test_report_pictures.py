@@ -1,5 +1,6 @@
 """The report pictures a person reads: the suites gallery's mask and coverage, the prior's
-labelled reconstructions with per-tile PSNR, the evaluation report's subtitle and colour bar."""
+labelled reconstructions across complexity with per-tile PSNR, the evaluation report's subtitle and
+colour bar, the registry's copy of it titled with version, commit and gate verdict."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import subprocess
 import numpy as np
 import torch
 
-from pipeline.evaluation.report import make_sample, recon_sheet, render_report, report_subtitle
+from pipeline.evaluation.report import make_sample, recon_report, recon_sheet, recon_tiles, render_report, report_subtitle
+from pipeline.registry.report_title import BAND_PX, registry_title, titled_report
 from pipeline.synthesis.suites import GALLERY_TILE, gallery
 from tests.conftest import textured_photo
 
@@ -40,6 +42,55 @@ def test_recon_sheet_labels_rows_and_scores_each_tile():
     assert (sheet[:64, :110] < 128).any()  # row labels
     assert (sheet[64:, 110:] < 128).any()  # a PSNR under each tile
     assert np.array_equal(sheet[:32:2, 110:142:2], originals[0])
+
+
+def test_recon_tiles_span_complexity_lowest_first_and_are_labelled():
+    """From a flat patch to the busiest, at evenly spaced quantiles of the measure; the same
+    tiles every time; each labelled under it (measure and PSNR: two text lines)."""
+    from pipeline.curation.complexity import gradient
+
+    rng = np.random.default_rng(3)
+    flat = np.full((6, 16, 16, 3), 120, np.uint8)
+    noisy = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    textured = np.stack([textured_photo(rng, 16, 16) for _ in range(30)])
+    patches = np.concatenate([textured[:15], noisy, flat, textured[15:]])
+    rows, values = recon_tiles(patches, "gradient", count=5)
+    everything = gradient(patches)
+    assert len(set(rows.tolist())) == 5 and np.array_equal(values, everything[rows])
+    assert values[0] == 0 and values[-1] == everything.max() and (np.diff(values) >= 0).all()
+    assert np.array_equal(recon_tiles(patches, "gradient", count=5)[0], rows)  # deterministic
+    assert len(recon_tiles(patches[:3], "entropy")[0]) == 3  # fewer patches than tiles: each once
+
+    redrawn = []
+    sheet = recon_report(patches, "gradient", lambda tiles: redrawn.append(tiles) or torch.from_numpy(tiles / 255.0).permute(0, 3, 1, 2))
+    assert len(redrawn[0]) == 8 and np.array_equal(sheet[:32:2, 110:142:2], redrawn[0][0])  # the flattest tile first
+    footer = sheet[64:, 110:142]  # under the first tile: "gradient 0" then "... dB"
+    inked = np.flatnonzero((footer < 128).any(axis=(1, 2)))
+    assert inked.size and inked.max() - inked.min() > 12  # two lines of text, not one
+
+
+def test_registry_report_title_names_version_commit_and_verdict(tmp_path):
+    failed = {"model_name": "raincheck-derain", "version": "3", "aliases": ["candidate"], "promote": False, "gate": "failed",
+              "reasons": ["ok   psnr/clean = 45.420 >= floor 35", "FAIL psnr_bg_gain/screen = -8.940 < floor 0",
+                          "FAIL psnr_bg_gain/wind = -10.070 < floor 0"]}
+    title = registry_title(failed, "3fbb8b4aabbccdd", dirty=True)
+    assert title == ("raincheck-derain v3 (candidate, not promoted) · commit 3fbb8b4a (modified) · "
+                     "gate FAIL: psnr_bg_gain/screen = -8.940 < floor 0 (+1 more)")
+    passed = {**failed, "version": "4", "aliases": ["candidate", "champion"], "promote": True, "gate": "passed"}
+    assert registry_title(passed, "abc") == "raincheck-derain v4 (candidate, champion) · commit abc · gate PASS"
+    assert registry_title({**passed, "gate": "none"}, "abc").endswith("gate NONE: register.gates is none")
+
+    from PIL import Image
+
+    report = np.random.default_rng(4).integers(0, 256, (60, 400, 3), dtype=np.uint8)
+    Image.fromarray(report).save(tmp_path / "evaluation.png")
+    titled_report(tmp_path / "evaluation.png", tmp_path / "registry.png", title, "FAIL")
+    with Image.open(tmp_path / "registry.png") as image:
+        assert image.text["Title"] == title
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.shape == (60 + BAND_PX, 400, 3) and np.array_equal(pixels[BAND_PX:], report)  # the report, untouched
+    band = pixels[:BAND_PX].astype(int)
+    assert (band[..., 0] - band[..., 1] > 20).mean() > 0.5 and (band.max(axis=-1) < 100).any()  # red band, dark text
 
 
 def test_report_names_the_model_and_has_a_colour_bar(tmp_path):

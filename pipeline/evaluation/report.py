@@ -233,9 +233,37 @@ def render_fullsize(path: Path | str, samples: list[Sample]) -> None:
         canvas.save(tmp, format="png")
 
 
-def recon_sheet(originals: np.ndarray, recon) -> np.ndarray:
+RECON_TILES = 8  # tiles on recon.png
+RECON_MEASURED = 4096  # at most this many validation patches are measured (evenly spaced): cheap on a big pool
+
+
+def recon_tiles(patches: np.ndarray, measure: str, count: int = RECON_TILES) -> tuple[np.ndarray, np.ndarray]:
+    """(indices into `patches`, their complexity): `count` uint8 (N, P, P, 3) patches at evenly
+    spaced quantiles of the curation complexity `measure` (pipeline.curation.complexity, e.g.
+    gradient), lowest first: the flattest patch, the busiest and evenly between, so recon.png shows
+    what the prior can and cannot draw. Deterministic (stable sort, no randomness)."""
+    from pipeline.curation.complexity import MEASURE_FUNCTIONS
+
+    measured = np.linspace(0, len(patches) - 1, min(RECON_MEASURED, len(patches))).round().astype(int)
+    values = np.concatenate([MEASURE_FUNCTIONS[measure](np.asarray(patches[measured[i : i + 256]]))
+                             for i in range(0, len(measured), 256)]) if len(measured) else np.zeros(0)
+    order = np.argsort(values, kind="stable")
+    picked = order[np.linspace(0, len(order) - 1, min(count, len(order))).round().astype(int)]
+    return measured[picked], values[picked]
+
+
+def recon_report(patches: np.ndarray, measure: str, redraw) -> np.ndarray:
+    """recon.png: the recon_tiles of `patches` over their redrawing (`redraw`: uint8 (K, P, P, 3) ->
+    float NCHW in [0, 1]), each tile labelled with its complexity and PSNR (recon_sheet)."""
+    tiles, complexity = recon_tiles(patches, measure)
+    originals = np.asarray(patches[tiles])
+    return recon_sheet(originals, redraw(originals), complexity, measure)
+
+
+def recon_sheet(originals: np.ndarray, recon, complexity: np.ndarray | None = None, measure: str = "complexity") -> np.ndarray:
     """uint8 RGB image: originals (N, h, w, 3 uint8) over their reconstructions (recon: float NCHW
-    in [0, 1]), scaled x2, rows labelled, each reconstruction's PSNR (dB) under it."""
+    in [0, 1]), scaled x2, rows labelled; under each tile its `measure` value (when `complexity`,
+    float (N,), is given) and the reconstruction's PSNR (dB)."""
     from PIL import Image, ImageDraw
 
     from pipeline.evaluation.metrics import psnr
@@ -243,11 +271,13 @@ def recon_sheet(originals: np.ndarray, recon) -> np.ndarray:
     drawn = (recon.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
     sheet = np.concatenate([np.concatenate(list(originals), axis=1), np.concatenate(list(drawn), axis=1)], axis=0)
     sheet, tile, label = sheet.repeat(2, axis=0).repeat(2, axis=1), originals.shape[2] * 2, 110
-    canvas = Image.new("RGB", (label + sheet.shape[1], sheet.shape[0] + 16), (255, 255, 255))
+    footer = 16 if complexity is None else 30
+    canvas = Image.new("RGB", (label + sheet.shape[1], sheet.shape[0] + footer), (255, 255, 255))
     canvas.paste(Image.fromarray(sheet), (label, 0))
     draw = ImageDraw.Draw(canvas)
     draw.text((4, sheet.shape[0] // 4 - 6), "original", fill=(0, 0, 0))
     draw.text((4, 3 * sheet.shape[0] // 4 - 6), "prior's redrawing", fill=(0, 0, 0))
     for i, (original, mine) in enumerate(zip(originals, drawn)):  # the tile's PSNR: what the prior cannot draw
-        draw.text((label + i * tile + 2, sheet.shape[0] + 2), f"{psnr(mine, original):.1f} dB", fill=(0, 0, 0))
+        lines = ([f"{measure} {complexity[i]:.3g}"] if complexity is not None else []) + [f"{psnr(mine, original):.1f} dB"]
+        draw.text((label + i * tile + 2, sheet.shape[0] + 2), "\n".join(lines), fill=(0, 0, 0))
     return np.asarray(canvas)

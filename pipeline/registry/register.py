@@ -33,6 +33,7 @@ from pipeline.registry.client import (  # noqa: F401 (re-exported: callers impor
 from pipeline.registry.lineage import lineage_tags
 from pipeline.registry.mlflow_log import log_derain_run, numeric, pip_requirements, register_prior  # noqa: F401
 from pipeline.registry.promotion import Decision, GateError, check_rules, decide
+from pipeline.registry.report_title import write_registry_report
 from pipeline.registry.rescore import RescoreError, rescore_version
 
 # Fault injection for the crash-recovery tests and for drills: set to a state name and the
@@ -245,6 +246,7 @@ def run_register(params: Params, root: Path, flow_run_id: str | None = None) -> 
     write_json(decision_file, result)
     if result.get("run_id"):  # beside the reports, so the run in the MLflow UI shows its verdict
         client.log_artifact(result["run_id"], str(decision_file), artifact_path="reports/registry")
+    write_registry_report(client, params, root, result)  # the evaluation report titled with version and verdict
     return result
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline import layout
 from pipeline.config import Params
-from pipeline.evaluation.report import recon_sheet  # the sheet lives with the other report pictures
+from pipeline.evaluation.report import recon_report  # the sheet lives with the other report pictures
 
 RESTART_FRACTION = 0.8  # no re-seeding after this fraction of iterations: the decoder settles
 VAL_SUBSET = 256  # patches scored at each interval (the final metrics use every val patch)
@@ -155,8 +155,7 @@ def _adopt_pretrained_prior(params: Params, root: Path, show_progress: bool) -> 
     metrics = {**prior_scores(prior, val_patches, device, show_progress),
                "recon_psnr_fullsize": fullsize_recon_psnr(prior, root, params, device), "val_patches": len(val_patches), "iterations": 0,
                "parameters": sum(p.numel() for p in prior.parameters()), "seconds": round(time.perf_counter() - began, 2)}
-    sample = val_patches[np.linspace(0, len(val_patches) - 1, min(8, len(val_patches))).round().astype(int)]
-    save_png(out_dir / "recon.png", recon_sheet(sample, reconstruct(prior, sample, device)[0]))
+    save_png(out_dir / "recon.png", recon_report(val_patches, params.curate.complexity, lambda tiles: reconstruct(prior, tiles, device)[0]))
     with atomic_path(out_dir / layout.PRIOR) as tmp:
         torch.save(prior_checkpoint(prior.cpu(), source), tmp)
     write_csv(out_dir / layout.LOG, [{"step": 0, "val_recon_psnr": metrics["recon_psnr"]}])
@@ -275,8 +274,7 @@ def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:
     metrics = {**prior_scores(model, val_patches, device), "recon_psnr_fullsize": fullsize_recon_psnr(model, root, params, device),
                "val_patches": len(val_patches), "train_patches": len(train_patches),
                "iterations": cfg.iterations, "parameters": sum(p.numel() for p in model.parameters()), **timing.summary()}
-    sample = val_patches[np.linspace(0, len(val_patches) - 1, min(8, len(val_patches))).round().astype(int)]
-    save_png(out_dir / "recon.png", recon_sheet(sample, reconstruct(model, sample, device)[0]))
+    save_png(out_dir / "recon.png", recon_report(val_patches, params.curate.complexity, lambda tiles: reconstruct(model, tiles, device)[0]))
     with atomic_path(out_dir / layout.PRIOR) as tmp:
         torch.save(prior_checkpoint(model.cpu()), tmp)
     write_csv(out_dir / layout.LOG, rows)
