@@ -39,11 +39,12 @@ ARMS = {
     "prior_resnet": {"type": "prior_resnet", "blocks": 2},
     "fused_prior": {"type": "fused_prior", "blocks": 2},
     "fused_prior@0.5": {"type": "fused_prior", "blocks": 2},  # same weights, fidelity 0.5 at inference
-    "masked_prior": {"type": "masked_prior", "blocks": 2},
-    "masked_fused": {"type": "masked_fused", "blocks": 2},
-    "masked_subtract": {"type": "masked_prior", "blocks": 2, "composition": "subtract"},
-    "masked_prior_dz50": {"type": "masked_prior", "blocks": 2, "mask_deadzone": 0.5},
-    "masked_subtract_dz30": {"type": "masked_prior", "blocks": 2, "composition": "subtract", "mask_deadzone": 0.3},
+    # bright_gate 0: the ungated arms (the code default, like params.yaml, is 11)
+    "masked_prior": {"type": "masked_prior", "blocks": 2, "bright_gate": 0},
+    "masked_fused": {"type": "masked_fused", "blocks": 2, "bright_gate": 0},
+    "masked_subtract": {"type": "masked_prior", "blocks": 2, "composition": "subtract", "bright_gate": 0},
+    "masked_prior_dz50": {"type": "masked_prior", "blocks": 2, "mask_deadzone": 0.5, "bright_gate": 0},
+    "masked_subtract_dz30": {"type": "masked_prior", "blocks": 2, "composition": "subtract", "mask_deadzone": 0.3, "bright_gate": 0},
     "masked_prior_gated": {"type": "masked_prior", "blocks": 2, "bright_gate": 11},
     "masked_subtract_gated": {"type": "masked_prior", "blocks": 2, "composition": "subtract", "mask_deadzone": 0.3, "bright_gate": 11},
 }
@@ -132,8 +133,7 @@ def markdown(rows: list[dict], suites: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import yaml
-
+    from pipeline.config import read_params
     from pipeline.runtime import quiet_environment
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         parser.error(f"unknown arms {unknown}; choose from {', '.join(ARMS)}")
-    base = yaml.safe_load(args.params.read_text())
+    base = read_params(args.params)  # a profile overlay comes merged onto its base
     rows, trained = [], {}
     with tempfile.TemporaryDirectory(prefix="raincheck-ablation-") as tmp:
         for arm in arms:

@@ -93,13 +93,13 @@ def build_workspace(base: Path, profile: str) -> tuple[Path, dict]:
     Returns (workspace, child environment). The pool is ingested (tiny: from photos made here) or
     copied from the project (default), then `dvc add`-ed, so no timed command has to build it.
     """
-    from pipeline.config import load_params
+    from pipeline.config import load_params, read_params
     from pipeline.workspace import prepare_workspace
 
     workspace = base / "ws"
     workspace.mkdir(parents=True)
     copy_project(workspace)
-    params = yaml.safe_load(PROFILES[profile].read_text())
+    params = read_params(PROFILES[profile])  # the tiny profile is an overlay on cpu.yaml
     if profile == "tiny":
         write_photos(base / "photos", 10, params["seed"])
         params["ingest"]["sources"] = [{"type": "folder", "path": str(base / "photos"), "licence": "benchmark images"}]

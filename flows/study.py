@@ -125,7 +125,7 @@ def study(root: str = ".", params_file: str = "params.yaml") -> dict:
     """Expand the grid in params.study, run every cell, aggregate, plot, recommend, log."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    from pipeline.config import ParamsError, digest, load_params
+    from pipeline.config import ParamsError, digest, load_params, read_params
     from pipeline.registry.lineage import data_digest, git_commit
     from pipeline.study import cell_params, check_study, convergence, expand_grid
     from pipeline.study_report import write_study_outputs
@@ -134,7 +134,7 @@ def study(root: str = ".", params_file: str = "params.yaml") -> dict:
     params = load_params(workspace / params_file)
     if params.study is None:
         raise ParamsError(f"{workspace / params_file}: no `study:` section (see profiles/study-quick.yaml)")
-    base = yaml.safe_load((workspace / params_file).read_text())
+    base = read_params(workspace / params_file)  # an overlay (`extends:`) comes merged onto its base
     cells = expand_grid(params.study.grid, params.study.seeds)
     # The cells check the pool out of the DVC cache: a fresh clone has none yet, so build it first
     # (ingest when data/ is missing, then `dvc add`), exactly as the retraining flow does.

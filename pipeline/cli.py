@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5001, help="port (default: %(default)s)")
     serve.set_defaults(handler=_cmd_serve_model)
 
-    text = "replace params.yaml with profiles/NAME.yaml (cpu, gpu, tiny)"
+    text = "write profiles/NAME.yaml (an overlay: merged onto its base) into params.yaml and print the diff"
     profile = sub.add_parser("profile", parents=[common], help=text, description=text)
     profile.add_argument("name")
     profile.set_defaults(handler=_cmd_profile)

@@ -2,7 +2,9 @@
 
 Every section of params.yaml has a model here. Unknown keys, wrong types and out-of-range values
 raise :class:`ParamsError`, whose message names the file, the dotted key and what is allowed.
-Models are frozen: code never mutates its configuration.
+Models are frozen: code never mutates its configuration. A params file may be an overlay
+(`extends: cpu`, then only the keys that differ; pipeline/params/overlay.py): it is merged onto
+its base before it is validated.
 
 The sections' models live in pipeline/params/ (one module per section); this module puts them
 together into :class:`Params`, reads the file, and re-exports every model under its old name.
@@ -44,6 +46,7 @@ from pipeline.params.models import (
     TimmUNetSpec,
     VQAutoencoderSpec,
 )
+from pipeline.params.overlay import merge_into, resolve_chain
 from pipeline.params.rain import Haze, RainConfig
 from pipeline.params.study import Schedule, Study, StudyHeatmap
 from pipeline.params.synthesis import PRESETS, SUITE_GENERATORS, RainEntry, SuiteSpec, Synthesize
@@ -58,7 +61,7 @@ __all__ = [
     "Prior", "PriorResNetSpec", "PriorSpec", "PypiSource", "RainConfig", "RainEntry", "Register",
     "ResNetSpec", "Schedule", "Selection", "Source", "Split", "Strict", "Study", "StudyHeatmap",
     "SuiteSpec", "Synthesize", "TimmUNetSpec", "Train", "TrainRain", "UnpairedFolderSuite",
-    "VQAutoencoderSpec", "digest", "load_params", "parse_params",
+    "VQAutoencoderSpec", "digest", "load_params", "parse_params", "read_params",
 ]
 
 
@@ -122,8 +125,8 @@ class Params(Strict):
         return self
 
 
-def _format_error(path: Path, error: ValidationError) -> str:
-    lines = [f"{path}: invalid parameters"]
+def _format_error(source: Path | str, error: ValidationError) -> str:
+    lines = [f"{source}: invalid parameters"]
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
         message = item["msg"]
@@ -132,6 +135,9 @@ def _format_error(path: Path, error: ValidationError) -> str:
         elif "input" in item and not isinstance(item["input"], dict):
             message += f" (got {item['input']!r})"
         lines.append(f"  {key}: {message}")
+    if " (extends " in str(source) and any(item["type"] == "extra_forbidden" for item in error.errors()):
+        lines.append("  (an unknown key may come from the base: name its mapping under `replace:` in the overlay "
+                     "to drop the base's keys there)")
     return "\n".join(lines)
 
 
@@ -143,21 +149,43 @@ def parse_params(raw: dict, source: Path | str = "params.yaml") -> Params:
         # Strict, in JSON mode: `true` is no int, `1` no bool, yet `1` is a float and a list a tuple.
         return Params.model_validate_json(as_json(raw), strict=True)
     except ValidationError as error:
-        raise ParamsError(_format_error(Path(source), error)) from None
+        raise ParamsError(_format_error(source, error)) from None
 
 
-def load_params(path: Path | str = "params.yaml") -> Params:
-    """Read and validate a params file."""
-    path = Path(path)
+def _read_one(path: Path) -> object:
     if not path.is_file():
         raise ParamsError(f"{path}: no such params file")
     try:
-        raw = read_yaml(path.read_text())
+        return read_yaml(path.read_text())
     except DuplicateKeyError as error:
         raise ParamsError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
-    return parse_params(raw, path)
+
+
+def _merged(path: Path) -> tuple[object, str]:
+    """(raw params, source label): an overlay's chain merged from its root base; the label names
+    the file and, for an overlay, its bases (what validation errors start with)."""
+    chain = resolve_chain(path, _read_one)
+    _, _, merged = chain[0]
+    for file, replace, params in chain[1:]:
+        if not isinstance(merged, dict) or not isinstance(params, dict):
+            raise ParamsError(f"{file}: top level must be a mapping of sections")
+        merge_into(merged, params, replace)
+    bases = " <- ".join(str(file) for file, _, _ in reversed(chain[:-1]))  # nearest base first
+    label = f"{path} (extends {bases})" if bases else str(path)
+    return merged, label
+
+
+def read_params(path: Path | str = "params.yaml") -> object:
+    """The raw (unvalidated) params of a file; an overlay (`extends:`) comes merged onto its base(s)."""
+    return _merged(Path(path))[0]
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate a params file (an overlay is merged onto its base first, see read_params)."""
+    raw, label = _merged(Path(path))
+    return parse_params(raw, label)
 
 
 def digest(obj: object) -> str:

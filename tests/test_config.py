@@ -98,3 +98,63 @@ def test_empty_gates_must_be_written_as_none():
         parse_params(raw)
     raw["register"]["gates"] = "none"
     assert parse_params(raw).register.rules is None
+
+
+# ----------------------------------------------------------------------------- overlays (issue 12)
+def _overlay(tmp_path: Path, text: str, name: str = "mine.yaml") -> Path:
+    """`text` as an overlay next to a copy of profiles/cpu.yaml."""
+    (tmp_path / "cpu.yaml").write_bytes((REPO / "profiles" / "cpu.yaml").read_bytes())
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_overlay_merges_mappings_and_replaces_lists_and_values(tmp_path: Path):
+    from pipeline.config import read_params
+
+    path = _overlay(tmp_path, "extends: cpu\ntrain:\n  model: {blocks: 3}\n  iterations: 7\n  milestones: [0.5]\n"
+                              "evaluate:\n  suites: [seen]\n")
+    raw, cpu = read_params(path), _default()
+    assert "extends" not in raw and "replace" not in raw
+    assert raw["train"]["model"] == {**cpu["train"]["model"], "blocks": 3}  # merged key by key
+    assert raw["train"]["milestones"] == [0.5] and raw["evaluate"]["suites"] == ["seen"]  # replaced
+    assert {k: v for k, v in raw["train"].items() if k not in ("model", "iterations", "milestones")} == \
+        {k: v for k, v in cpu["train"].items() if k not in ("model", "iterations", "milestones")}
+    params = load_params(path)
+    assert (params.train.iterations, params.train.model.bright_gate, params.train.model.blocks) == (7, 11, 3)
+
+
+def test_overlay_replace_drops_the_base_keys_of_a_mapping(tmp_path: Path):
+    text = "extends: cpu\ntrain:\n  model: {type: resnet, channels: 8, blocks: 1}\n"
+    with pytest.raises(ParamsError) as error:  # merged: masked_prior's keys land in a resnet spec
+        load_params(_overlay(tmp_path, text))
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'mine.yaml'} (extends {tmp_path / 'cpu.yaml'}): invalid parameters")
+    assert "train.model.resnet.mask_channels: unknown key" in message and "replace:" in message
+    params = load_params(_overlay(tmp_path, "replace: [train.model]\n" + text))
+    assert params.train.model.model_dump() == {"type": "resnet", "channels": 8, "blocks": 1}
+
+
+@pytest.mark.parametrize("text, named", [
+    ("extends: cpu\ntrain:\n  learning_rate: 0.1\n", r"mine\.yaml \(extends .*cpu\.yaml\): invalid parameters\n  train\.learning_rate: unknown key"),
+    ("extends: cpu\ntrain:\n  lr: -1\n", r"mine\.yaml \(extends .*\n  train\.lr: .*greater than 0"),
+    ("extends: gpux\n", r"mine\.yaml: extends: 'gpux': no file .*gpux\.yaml \(in .*: cpu, mine\)"),
+    ("extends: [cpu]\n", r"mine\.yaml: extends: must name a base params file"),
+    ("extends: cpu\nreplace: [train.modle]\ntrain:\n  model: {type: resnet}\n", r"mine\.yaml: replace: 'train\.modle' is not a key this file sets"),
+    ("extends: cpu\nreplace: [train.lr]\ntrain:\n  lr: 0.1\n", r"mine\.yaml: replace: 'train\.lr' is not a mapping"),
+    ("seed: 1\nreplace: [train]\n", r"mine\.yaml: replace: only an overlay"),
+    ("extends: cpu\ntrain:\n  lr: 0.1\n  lr: 0.2\n", r"mine\.yaml: line 4: duplicate key 'lr'"),
+])
+def test_overlay_errors_name_the_overlay_and_the_key(tmp_path: Path, text: str, named: str):
+    with pytest.raises(ParamsError, match=named):
+        load_params(_overlay(tmp_path, text))
+
+
+def test_overlay_chains_and_cycles(tmp_path: Path):
+    _overlay(tmp_path, "extends: cpu\ntrain:\n  iterations: 9\n  lr: 0.01\n", "mid.yaml")
+    top = _overlay(tmp_path, "extends: mid\ntrain:\n  iterations: 3\n", "top.yaml")
+    params = load_params(top)
+    assert (params.train.iterations, params.train.lr, params.train.batch_size) == (3, 0.01, 8)
+    (tmp_path / "mid.yaml").write_text("extends: top\n")
+    with pytest.raises(ParamsError, match=r"top\.yaml: extends: a cycle \(.*top\.yaml -> .*mid\.yaml -> .*top\.yaml\)"):
+        load_params(top)

@@ -147,14 +147,41 @@ def _fresh_clone(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "profiles").glob("*.yaml")))
 def test_every_profile_installs_on_a_fresh_clone(tmp_path: Path, name: str):
+    from pipeline.profiles import render
+
     root = _fresh_clone(tmp_path)
     result = _raincheck(root, "profile", name)
     assert result.returncode == 0, result.stderr
-    assert (root / "params.yaml").read_bytes() == (REPO / "profiles" / f"{name}.yaml").read_bytes()
+    written = (root / "params.yaml").read_bytes()
+    assert written == render(REPO / "profiles" / f"{name}.yaml")
+    assert (written == (REPO / "profiles" / f"{name}.yaml").read_bytes()) == (name == "cpu")  # only the base is copied as is
     assert not (root / "params.yaml.bak").exists()  # params.yaml was a profile: nothing to keep
+    # params.yaml, a full file (DVC tracks its keys), holds exactly the profile's params.
+    installed = load_params(root / "params.yaml")
+    assert installed.model_dump() == load_params(REPO / "profiles" / f"{name}.yaml").model_dump()
+    assert b"extends:" not in written and installed.profile == name
     # What `raincheck ingest` then needs: every folder source exists in a fresh clone.
-    for source in load_params(root / "params.yaml").ingest.sources:
+    for source in installed.ingest.sources:
         assert source.type != "folder" or (root / source.path).is_dir(), f"{name}: {source.path} missing"
+
+
+def test_gpu_then_cpu_restores_params_yaml_byte_for_byte_and_prints_diffs(tmp_path: Path):
+    root = _fresh_clone(tmp_path)
+    original = (root / "params.yaml").read_bytes()
+    result = _raincheck(root, "profile", "gpu")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "--- params.yaml (before)\n+++ params.yaml (profile gpu)" in out
+    assert "\n-  iterations: 1500\n" in out and "\n+  iterations: 100000" in out and "(cpu.yaml: 1500)" in out
+    assert "params.yaml <- profiles/gpu.yaml (merged onto its base)" in out
+    gpu = load_params(root / "params.yaml")
+    assert (gpu.train.iterations, gpu.train.lr, gpu.train.model.bright_gate) == (100000, 0.0002, 11)  # 11: cpu.yaml's, merged
+    result = _raincheck(root, "profile", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert (root / "params.yaml").read_bytes() == original
+    assert "+++ params.yaml (profile cpu)" in result.stdout and "\n+  iterations: 1500\n" in result.stdout
+    assert not (root / "params.yaml.bak").exists()
+    assert "no change" in _raincheck(root, "profile", "cpu").stdout
 
 
 def test_profile_with_a_missing_folder_is_refused_and_params_kept(tmp_path: Path):
@@ -177,7 +204,7 @@ def test_profile_keeps_local_edits_in_a_backup(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     assert "saved as params.yaml.bak" in result.stdout
     assert (root / "params.yaml.bak").read_text() == edited
-    assert (root / "params.yaml").read_bytes() == (root / "profiles" / "tiny.yaml").read_bytes()
+    assert load_params(root / "params.yaml").profile == "tiny"
     # A second, different set of edits must not overwrite the first backup.
     (root / "params.yaml").write_text(edited.replace("iterations: 800", "iterations: 900"))
     result = _raincheck(root, "profile", "cpu")

@@ -92,11 +92,11 @@ def test_convergence_without_a_usable_curve_is_not_converged():
 
 
 def test_check_study_names_the_keys():
-    from pipeline.config import load_params
+    from pipeline.config import load_params, read_params
     from pipeline.study import check_study
 
     quick = load_params(REPO / "profiles" / "study-quick.yaml")
-    base = yaml.safe_load((REPO / "profiles" / "study-quick.yaml").read_text())
+    base = read_params(REPO / "profiles" / "study-quick.yaml")
     cell = cell_params(base, quick.study.fixed)
     check_study(quick.study, cell)  # the shipped profile is consistent
     with pytest.raises(ParamsError, match="study.ood_suites"):

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from pipeline.config import read_params
+
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ("pipeline", "flows", "dvc.yaml", "pyproject.toml")
 # The child processes must use the workspace's own project-local state, not the caller's.
@@ -67,7 +69,7 @@ def make_workspace(base: Path, photo_count: int = 10) -> tuple[Path, dict, dict]
     workspace.mkdir(parents=True)
     write_photos(photos, photo_count)
     copy_project(workspace)
-    params = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
+    params = read_params(REPO / "profiles" / "tiny.yaml")  # the overlay merged onto cpu.yaml
     params["ingest"]["sources"] = [{"type": "folder", "path": str(photos), "licence": "test images"}]
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (workspace / ".gitignore").write_text("/data\n.raincheck/\n__pycache__/\n/build/registry/\n")

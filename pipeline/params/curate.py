@@ -42,11 +42,11 @@ class CurationChecks(Strict):
 class Curate(Strict):
     patch_size: int = Field(64, ge=16, le=1024)
     patch_stride: int = Field(64, ge=8, le=1024)
-    eval_size: int = Field(128, ge=16, le=4096)
-    eval_crops: int = Field(1, ge=1, le=64)  # eval crops per val/test photo, spread over a grid
+    eval_size: int = Field(256, ge=16, le=4096)
+    eval_crops: int = Field(4, ge=1, le=64)  # eval crops per val/test photo, spread over a grid
     complexity: Literal[COMPLEXITY_MEASURES] = "gradient"  # type: ignore[valid-type]
     dedupe_max_distance: int = Field(6, ge=0, le=64)
-    prior_patches: int = Field(2048, ge=0)  # train-split patches for the prior (seeded subset; 0 = all)
+    prior_patches: int = Field(0, ge=0)  # train-split patches for the prior (seeded subset; 0 = all)
     split: Split = Split(train=0.7, val=0.15, test=0.15)
     selection: Selection = Selection()
     checks: CurationChecks = CurationChecks()

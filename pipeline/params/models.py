@@ -81,7 +81,7 @@ class MaskedPriorSpec(Strict):
     composition: Literal["replace", "darken", "subtract"] = "replace"
     # Rain adds light to thin structures: a pixel is re-drawn only as far as it is brighter than its
     # surroundings (white top-hat over a bright_gate x bright_gate window); 0 = no gate.
-    bright_gate: int = Field(0, ge=0, le=63)
+    bright_gate: int = Field(11, ge=0, le=63)
 
 
 class FusedPriorSpec(Strict):
@@ -107,7 +107,7 @@ class MaskedFusedSpec(Strict):
     composition: Literal["replace", "darken", "subtract"] = "replace"
     # Rain adds light to thin structures: a pixel is re-drawn only as far as it is brighter than its
     # surroundings (white top-hat over a bright_gate x bright_gate window); 0 = no gate.
-    bright_gate: int = Field(0, ge=0, le=63)
+    bright_gate: int = Field(11, ge=0, le=63)
     detail_channels: int = Field(16, ge=4, le=256)
     fidelity: float = Field(1.0, ge=0, le=2)
 

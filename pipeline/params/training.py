@@ -43,14 +43,14 @@ class TrainRain(Strict):
 class Train(Strict):
     model: DerainSpec
     rain: TrainRain
-    iterations: int = Field(400, ge=1)
+    iterations: int = Field(1500, ge=1)
     batch_size: int = Field(8, ge=1)
-    lr: float = Field(2e-4, gt=0, lt=1)
+    lr: float = Field(1e-3, gt=0, lt=1)
     betas: tuple[float, float] = (0.9, 0.99)
-    milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])
+    milestones: list[float] = Field(default_factory=lambda: [0.6, 0.85])
     ema_decay: float = Field(0.999, ge=0, lt=1)
     latent_weight: float = Field(0.1, ge=0)
-    mask_weight: float = Field(0.1, ge=0)  # BCE of the predicted rain mask against the rain layer (masked_*)
+    mask_weight: float = Field(1.0, ge=0)  # BCE of the predicted rain mask against the rain layer (masked_*)
     mask_target: Literal["soft", "binary"] = "soft"  # min(1, R / threshold), or R > threshold
     mask_negative_weight: float = Field(1.0, ge=1)  # BCE weight of rain-free pixels (false alarms cost more)
     branch_weight: float = Field(0.0, ge=0)  # L1 of a masked model's re-drawing P(x) on every pixel
