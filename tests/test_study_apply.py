@@ -150,10 +150,12 @@ def test_a_report_without_recommendation_json_is_refused(tmp_path: Path, capsys)
 
 @pytest.mark.parametrize("profile", ["study-quick", "tiny"])
 def test_edit_keeps_a_safe_dump_style_file_as_it_was(profile: str):
+    from pipeline.config import read_params
     from pipeline.params_checks import read_yaml
     from pipeline.study_apply import edit_params
 
-    text = (REPO / "profiles" / f"{profile}.yaml").read_text()
+    # A params file as yaml.safe_dump writes it (no comments, block lists): the profile merged onto cpu.yaml.
+    text = "# a safe_dump-style params file\n" + yaml.safe_dump(read_params(REPO / "profiles" / f"{profile}.yaml"), sort_keys=False)
     edited = edit_params(text, {"train.rain.presets": ["small", "large"], "curate.selection.policy": "smooth"})
     raw = read_yaml(edited)
     assert raw["train"]["rain"]["presets"] == ["small", "large"] and raw["curate"]["selection"]["policy"] == "smooth"
