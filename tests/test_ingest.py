@@ -17,14 +17,8 @@ from PIL import Image
 from pipeline.config import ParamsError, parse_params
 from pipeline.ingestion.decode import DecodeError, decode_photo
 from pipeline.ingestion.ingest import MANIFEST_COLUMNS, IngestError, run_ingest
-from pipeline.ingestion.sources import (
-    DEBIAN_RULES,
-    keep_largest,
-    largest_jpeg,
-    licence_for,
-    parse_copyright,
-    safe_extract,
-)
+from pipeline.ingestion.archives import largest_jpeg, safe_extract
+from pipeline.ingestion.debian import DEBIAN_RULES, keep_largest, licence_for, parse_copyright
 from pipeline.io import load_png, read_csv
 from tests.conftest import REPO, textured_photo
 

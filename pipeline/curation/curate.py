@@ -4,8 +4,8 @@ Two streaming passes over the pool, so memory holds one photo's pixels at a time
 of numbers per patch), however large the pool:
 
 1. measure: decode each photo once; perceptual hash, photo and per-patch complexity.
-2. write: decode only the photos that contribute, and write their selected training patches,
-   validation patches and eval crops into files pre-sized with `np.lib.format.open_memmap`.
+2. write (patch_files.py): decode only the photos that contribute, and write their selected
+   training patches, validation patches and eval crops into files pre-sized with `open_memmap`.
 
 Between the passes (numbers only): drop photos smaller than a patch, drop near-duplicates, split
 by photo, bin complexity, select the training patches, and run the Great Expectations gates.
@@ -21,14 +21,14 @@ from pipeline.config import Curate, Params
 from pipeline.curation.checks import raise_on_failure, results_json, run_checks
 from pipeline.curation.complexity import MEASURES, measure_all
 from pipeline.curation.dedupe import dedupe, lossless_originals, perceptual_hash
-from pipeline.curation.patches import cut_patches, eval_crop_size, eval_crops, grid_positions, measure_patches
+from pipeline.curation.patch_files import EVAL_SPLITS, remove_stale_outputs, write_patches_and_crops
+from pipeline.curation.patches import cut_patches, eval_crop_size, grid_positions, measure_patches
+from pipeline.curation.pool import load_photo, pool_image_ids
 from pipeline.curation.report import sheet_rows, write_report
 from pipeline.curation.selection import complexity_bins, select_patches
 from pipeline.curation.split import SPLITS, assign_splits
-from pipeline.io import atomic_path, load_png, save_npy, save_png, write_csv, write_json
+from pipeline.io import atomic_path, write_csv, write_json
 from pipeline.seeds import numpy_rng
-
-EVAL_SPLITS = ("val", "test")
 
 
 def run_curate(params: Params, root: Path) -> dict:
@@ -40,7 +40,7 @@ def run_curate(params: Params, root: Path) -> dict:
     """
     cfg = params.curate
     pool, out = Path(root) / params.paths.pool, Path(root) / params.paths.curated
-    image_ids = _pool_image_ids(pool)
+    image_ids = pool_image_ids(pool)
     lossless = lossless_originals(pool / "manifest.csv")  # ids; dedupe keeps them over lossy copies
 
     photo_rows, patch_data = _measure_pool(pool, image_ids, cfg)
@@ -62,9 +62,9 @@ def run_curate(params: Params, root: Path) -> dict:
     write_json(out / "checks.json", results_json(results))
     passed = all(r.success for r in results)
     if passed:
-        _write_patches_and_crops(pool, out, photos, manifest, cfg.patch_size, cfg.eval_crops)
+        write_patches_and_crops(pool, out, photos, manifest, cfg.patch_size, cfg.eval_crops)
     else:
-        _remove_stale_outputs(out)  # never leave patches that belong to an earlier manifest
+        remove_stale_outputs(out)  # never leave patches that belong to an earlier manifest
 
     small = f"smaller than curate.patch_size={cfg.patch_size}"
     removed = [{"image_id": r["image_id"], "reason": small} for r in too_small]
@@ -85,31 +85,6 @@ def run_curate(params: Params, root: Path) -> dict:
     return summary
 
 
-# ----------------------------------------------------------------------------- reading the pool
-def _pool_image_ids(pool: Path) -> list[str]:
-    """Image ids listed in {pool}/manifest.csv, sorted; every one must have its PNG."""
-    from pipeline.io import read_csv
-
-    manifest = pool / "manifest.csv"
-    if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest} not found: build the pool first (`raincheck ingest`)")
-    rows = read_csv(manifest)
-    if not rows or "image_id" not in rows[0]:
-        raise ValueError(f"{manifest} lists no photos (needs an image_id column and at least one row)")
-    image_ids = sorted(row["image_id"] for row in rows)
-    missing = [i for i in image_ids if not (pool / "images" / f"{i}.png").is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} photo(s) in {manifest} have no file in {pool / 'images'}, e.g. {missing[:3]}"
-        )
-    return image_ids
-
-
-def _load_photo(pool: Path, image_id: str) -> np.ndarray:
-    """uint8 (H, W, 3) RGB of one pool photo."""
-    return load_png(pool / "images" / f"{image_id}.png")
-
-
 # ----------------------------------------------------------------------------- pass 1: measure
 def _measure_pool(pool: Path, image_ids: list[str], cfg: Curate) -> tuple[list[dict], dict]:
     """Photo rows {image_id, width, height, phash, measures} and per photo (positions, patch measures)."""
@@ -117,7 +92,7 @@ def _measure_pool(pool: Path, image_ids: list[str], cfg: Curate) -> tuple[list[d
 
     rows, patch_data = [], {}
     for image_id in tqdm(image_ids, desc="curate: measure", unit="photo"):
-        image = _load_photo(pool, image_id)
+        image = load_photo(pool, image_id)
         height, width = image.shape[:2]
         positions = grid_positions(height, width, cfg.patch_size, cfg.patch_stride)
         patch_data[image_id] = (positions, measure_patches(image, positions, cfg.patch_size))
@@ -181,95 +156,6 @@ def _patch_manifest(photos, patch_data: dict, cfg: Curate, seed: int):
     return manifest, edges
 
 
-# ----------------------------------------------------------------------------- pass 2: write
-class _PatchFile:
-    """A .npy of uint8 (count, P, P, 3) filled in order, one photo's rows at a time.
-
-    The file is laid out once by open_memmap; each photo's rows are then written through a
-    memory map of just those rows, released right after, so resident memory never holds more
-    than one photo's patches (a whole-file map would keep every written page resident).
-    """
-
-    def __init__(self, path: Path, count: int, size: int):
-        self.path, self.count, self.row = path, count, 0
-        self.row_bytes = size * size * 3
-        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count, size, size, 3))
-        self.offset = array.offset
-        del array
-
-    def append(self, patches: np.ndarray) -> None:
-        if len(patches) == 0:
-            return
-        if self.row + len(patches) > self.count:
-            raise RuntimeError(f"{self.path}: more patches than the {self.count} rows laid out")
-        window = np.memmap(
-            self.path, dtype=np.uint8, mode="r+", shape=patches.shape, offset=self.offset + self.row * self.row_bytes
-        )
-        window[:] = patches
-        window.flush()
-        del window
-        self.row += len(patches)
-
-
-def _write_patches_and_crops(pool: Path, out: Path, photos, manifest, size: int, crops_per_photo: int = 1) -> None:
-    """patches_train.npy (selected, manifest order), patches_val.npy, patches_prior.npy, and
-    eval/<split>/<id>.png (or <id>_c<k>.png, `crops_per_photo` of them) for val and test photos."""
-    from tqdm import tqdm
-
-    selected = manifest["selected"].to_numpy()
-    for_prior = manifest["prior"].to_numpy()
-    is_val = (manifest["split"] == "val").to_numpy()
-    positions = manifest[["y", "x"]].to_numpy(dtype=np.int64)
-    rows_of = manifest.groupby("image_id", sort=False).indices
-    with (
-        atomic_path(out / "patches_train.npy") as train_path,
-        atomic_path(out / "patches_val.npy") as val_path,
-        atomic_path(out / "patches_prior.npy") as prior_path,
-        atomic_path(out / "eval") as eval_dir,
-    ):
-        train = _open_patch_file(train_path, int(selected.sum()), size)
-        prior = _open_patch_file(prior_path, int(for_prior.sum()), size)
-        val = _open_patch_file(val_path, int(is_val.sum()), size)
-        for split in EVAL_SPLITS:
-            (eval_dir / split).mkdir(parents=True)
-        for photo in tqdm(photos.itertuples(index=False), total=len(photos), desc="curate: write", unit="photo"):
-            rows = rows_of.get(photo.image_id, np.zeros(0, dtype=np.int64))
-            take_train, take_val, take_prior = rows[selected[rows]], rows[is_val[rows]], rows[for_prior[rows]]
-            if not (len(take_train) or len(take_val) or len(take_prior) or photo.eval_crop):
-                continue  # this photo contributes nothing: do not even decode it
-            image = _load_photo(pool, photo.image_id)
-            if image.shape[:2] != (photo.height, photo.width):
-                raise RuntimeError(f"{pool / 'images' / photo.image_id}.png changed while curating")
-            if train is not None:
-                train.append(cut_patches(image, positions[take_train], size))
-            if val is not None:
-                val.append(cut_patches(image, positions[take_val], size))
-            if prior is not None:
-                prior.append(cut_patches(image, positions[take_prior], size))
-            if photo.eval_crop:
-                crops = eval_crops(image, photo.eval_crop, crops_per_photo)
-                # One crop keeps the photo's id; several are <id>_c<k> (k in grid order).
-                names = [photo.image_id] if len(crops) == 1 else [f"{photo.image_id}_c{k}" for k in range(len(crops))]
-                for name, crop in zip(names, crops):
-                    save_png(eval_dir / photo.split / f"{name}.png", crop)
-
-
-def _open_patch_file(path: Path, count: int, size: int) -> _PatchFile | None:
-    """A _PatchFile, or None after writing an empty (0, P, P, 3) array (a 0-byte map is not possible)."""
-    if count == 0:
-        save_npy(path, np.zeros((0, size, size, 3), dtype=np.uint8))
-        return None
-    return _PatchFile(path, count, size)
-
-
-def _remove_stale_outputs(out: Path) -> None:
-    import shutil
-
-    for name in ("patches_train.npy", "patches_val.npy", "patches_prior.npy"):
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / "eval", ignore_errors=True)
-
-
 def _write_frame(path: Path, frame) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n")
@@ -310,7 +196,7 @@ def _report(pool: Path, out: Path, photos, manifest, edges, cfg: Curate, summary
     sheet = selected.iloc[sheet_rows(selected[cfg.complexity].to_numpy(dtype=float))]
     patches = np.zeros((len(sheet), cfg.patch_size, cfg.patch_size, 3), dtype=np.uint8)
     for image_id, index in sheet.groupby("image_id", sort=False).indices.items():
-        image = _load_photo(pool, image_id)
+        image = load_photo(pool, image_id)
         patches[index] = cut_patches(image, sheet.iloc[index][["y", "x"]].to_numpy(dtype=np.int64), cfg.patch_size)
     reduced = summary["eval_crops_reduced"]
     counts = {

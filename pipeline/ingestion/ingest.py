@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Iterator
 
 from pipeline.config import Ingest, Params
-from pipeline.io import atomic_path, save_png, write_csv
+from pipeline.ingestion.archives import largest_jpeg
 from pipeline.ingestion.decode import DecodeError, decode_photo
-from pipeline.ingestion.sources import Candidate, Package, iter_packages, largest_jpeg
+from pipeline.ingestion.package import Candidate, Package
+from pipeline.ingestion.sources import iter_packages
+from pipeline.io import atomic_path, save_png, write_csv
 from pipeline.runtime import cache_dir, state_path
 
 MANIFEST_COLUMNS = [

@@ -8,11 +8,8 @@ patches (codebook measures: null, not applicable), stored self-contained in prio
 diffusers config), with its origin under `source` in `metrics.json` (path, sha256 of the weights
 file and of config.json) for the lineage.
 
-VQ training loss: L1 reconstruction + codebook + commitment_weight · commitment terms,
-plus an optional hinge patch-discriminator term; Adam with a cosine decay of the learning rate.
-Codes left unused for `restart_every` steps are re-seeded with encoder outputs of the current
-batch (the first restart, at step 0, initialises the whole codebook from data), during the first
-80% of the iterations.
+The VQ training itself (loss, schedule, codebook restarts) is in vq_training.py; the shared
+resume / validate / finish path in session.py.
 """
 
 from __future__ import annotations
@@ -24,29 +21,6 @@ import numpy as np
 from pipeline import layout
 from pipeline.config import Params
 from pipeline.evaluation.report import recon_report  # the sheet lives with the other report pictures
-
-RESTART_FRACTION = 0.8  # no re-seeding after this fraction of iterations: the decoder settles
-VAL_SUBSET = 256  # patches scored at each interval (the final metrics use every val patch)
-
-
-def reseed_unused_codes(quantizer, latents, usage, generator) -> int:
-    """Replace codes with usage 0 by random latent vectors of this batch; returns how many.
-
-    `latents`: unit latents (N, D, h, w); `usage`: int64 (K,) counts since the last re-seed.
-    """
-    import torch
-
-    dead = torch.nonzero(usage == 0).flatten()
-    if len(dead) == 0:
-        return 0
-    vectors = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
-    if len(vectors) >= len(dead):
-        pick = torch.randperm(len(vectors), generator=generator)[: len(dead)]
-    else:
-        pick = torch.randint(len(vectors), (len(dead),), generator=generator)
-    with torch.no_grad():
-        quantizer.codebook[dead.to(quantizer.codebook.device)] = vectors[pick.to(vectors.device)].to(quantizer.codebook.dtype)
-    return len(dead)
 
 
 def reconstruct(prior, patches: np.ndarray, device, batch_size: int = 64, show_progress: bool = False):
@@ -118,6 +92,18 @@ def fullsize_recon_psnr(prior, root: Path, params: Params, device) -> float | No
     return round(float(np.mean(scores)), 4) if scores else None
 
 
+def evenly_spaced(patches: np.ndarray, count: int) -> np.ndarray:
+    """Up to `count` patches evenly spaced through `patches` (first and last included), in order."""
+    return patches[np.linspace(0, len(patches) - 1, min(count, len(patches))).round().astype(int)]
+
+
+def _save_recon_sheet(out_dir: Path, prior, val_patches: np.ndarray, complexity: str, device) -> None:
+    """recon.png: val patches at evenly spaced quantiles of `complexity`, over their reconstructions."""
+    from pipeline.io import save_png
+
+    save_png(out_dir / "recon.png", recon_report(val_patches, complexity, lambda tiles: reconstruct(prior, tiles, device)[0]))
+
+
 def run_prior(params: Params, root: Path, show_progress: bool = True) -> dict:
     """Train (or, for a pretrained autoencoder, measure) the prior described by `params.prior` and
     write `{prior}/` (see the module docstring)."""
@@ -135,12 +121,12 @@ def _adopt_pretrained_prior(params: Params, root: Path, show_progress: bool) -> 
 
     import torch
 
-    from pipeline.io import atomic_path, save_png, write_csv, write_json
     from pipeline.models.factory import prior_checkpoint
     from pipeline.models.pretrained_prior import CONFIG_FILE, WEIGHTS_FILE, load_pretrained_prior, model_directory
     from pipeline.training.checkpoint import file_digest
     from pipeline.training.data import load_patches
     from pipeline.training.loop import select_device
+    from pipeline.training.session import write_outputs
 
     began = time.perf_counter()
     spec = params.prior.model
@@ -155,131 +141,39 @@ def _adopt_pretrained_prior(params: Params, root: Path, show_progress: bool) -> 
     metrics = {**prior_scores(prior, val_patches, device, show_progress),
                "recon_psnr_fullsize": fullsize_recon_psnr(prior, root, params, device), "val_patches": len(val_patches), "iterations": 0,
                "parameters": sum(p.numel() for p in prior.parameters()), "seconds": round(time.perf_counter() - began, 2)}
-    save_png(out_dir / "recon.png", recon_report(val_patches, params.curate.complexity, lambda tiles: reconstruct(prior, tiles, device)[0]))
-    with atomic_path(out_dir / layout.PRIOR) as tmp:
-        torch.save(prior_checkpoint(prior.cpu(), source), tmp)
-    write_csv(out_dir / layout.LOG, [{"step": 0, "val_recon_psnr": metrics["recon_psnr"]}])
-    write_json(out_dir / layout.METRICS, {**metrics, "source": source})  # a tracked output: lineage reads it
-    (out_dir / "checkpoint.pt").unlink(missing_ok=True)  # a VQ training's resume state no longer applies
-    return {"prior": str(out_dir / layout.PRIOR), "device": str(device), "source": source["path"], **metrics}
+    _save_recon_sheet(out_dir, prior, val_patches, params.curate.complexity, device)
+    # metrics.json with the source (a tracked output: lineage reads it); a VQ training's resume state no longer applies.
+    weights = write_outputs(out_dir, layout.PRIOR, prior_checkpoint(prior.cpu(), source),
+                            [{"step": 0, "val_recon_psnr": metrics["recon_psnr"]}], {**metrics, "source": source})
+    return {"prior": str(weights), "device": str(device), "source": source["path"], **metrics}
 
 
 def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:
-    import torch
-    import torch.nn.functional as F
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import CosineLRScheduler
-
-    from pipeline.io import atomic_path, save_png, write_csv, write_json
-    from pipeline.models.factory import create_model, prior_checkpoint
-    from pipeline.models.vq import PatchDiscriminator
-    from pipeline.seeds import numpy_rng, torch_generator
-    from pipeline.training.checkpoint import code_digest, file_digest, load_state, save_state
-    from pipeline.training.train import TRAIN_CODE
-    from pipeline.training.data import load_patches, random_crops, to_tensor
-    from pipeline.training.live_log import LiveRun, flatten
-    from pipeline.training.loop import run_iterations, select_device, to_device
+    """Train the VQ autoencoder (resuming an interrupted run) and write `{prior}/`."""
+    from pipeline.models.factory import prior_checkpoint
+    from pipeline.training.checkpoint import file_digest
+    from pipeline.training.live_log import flatten
+    from pipeline.training.session import TrainingSession
+    from pipeline.training.vq_training import build_vq_trainer
 
     cfg = params.prior
     curated, out_dir = root / params.paths.curated, root / params.paths.prior
-    device = select_device()
-    torch.manual_seed(params.seed)  # weight initialisation
-    model = create_model(cfg.model).to(device, memory_format=torch.channels_last)
-    train_patches = load_patches(curated / "patches_prior.npy", model.stride)
-    val_patches = load_patches(curated / "patches_val.npy", model.stride)
-    optimizer = create_optimizer_v2(model, opt="adam", lr=cfg.lr, weight_decay=0.0)
-    # Cosine decay to 1% of lr: short CPU runs gain most of their final quality in the decay.
-    scheduler = CosineLRScheduler(optimizer, t_initial=cfg.iterations, lr_min=cfg.lr * 0.01, t_in_epochs=False)
-    discriminator = disc_optimizer = None
-    if cfg.discriminator_weight > 0:
-        discriminator = PatchDiscriminator(cfg.model.channels).to(device, memory_format=torch.channels_last)
-        disc_optimizer = create_optimizer_v2(discriminator, opt="adam", lr=cfg.lr, weight_decay=0.0)
-    usage = torch.zeros(cfg.model.codebook_size, dtype=torch.int64, device=device)
-    rows: list[dict] = []
-
-    checkpoint_path = out_dir / "checkpoint.pt"
+    trainer = build_vq_trainer(params, curated)
     fingerprint = {"prior": cfg.model_dump(mode="json"), "seed": params.seed,
-                   "patches_prior": file_digest(curated / "patches_prior.npy"), "code": code_digest(*TRAIN_CODE)}
-    state = load_state(checkpoint_path, fingerprint)
-    start = 0
-    if state is not None:
-        start, rows = state["step"], list(state["rows"])
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.step_update(start)
-        usage.copy_(state["usage"])
-        if discriminator is not None:
-            discriminator.load_state_dict(state["discriminator"])
-            disc_optimizer.load_state_dict(state["disc_optimizer"])
-
-    def make_batch(step: int):
-        rng = numpy_rng(params.seed, "prior/batch", step)
-        return to_tensor(random_crops(train_patches, cfg.batch_size, train_patches.shape[1], True, rng))
-
-    def train_step(step: int, batch) -> dict[str, float]:
-        model.train()
-        clean = to_device(batch, device)
-        latent = model.encode(clean)
-        reseeded = 0
-        if cfg.restart_every and step % cfg.restart_every == 0 and step < RESTART_FRACTION * cfg.iterations:
-            reseeded = reseed_unused_codes(model.quantizer, latent.detach(), usage, torch_generator(params.seed, "prior/restart", step))
-            usage.zero_()
-        quantized = model.quantizer(latent)
-        recon = model.decode(quantized.latent)
-        l1 = F.l1_loss(recon, clean)
-        loss = l1 + quantized.codebook_loss + cfg.commitment_weight * quantized.commitment_loss
-        if discriminator is not None:
-            loss = loss - cfg.discriminator_weight * discriminator(recon).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step_update(step + 1)
-        if discriminator is not None:
-            disc_loss = F.relu(1 - discriminator(clean)).mean() + F.relu(1 + discriminator(recon.detach())).mean()
-            disc_optimizer.zero_grad(set_to_none=True)
-            disc_loss.backward()
-            disc_optimizer.step()
-        usage.add_(torch.bincount(quantized.codes.flatten(), minlength=usage.numel()))
-        return {"loss": loss.item(), "l1": l1.item(), "commitment": quantized.commitment_loss.item(), "reseeded": float(reseeded)}
-
-    subset = val_patches[np.linspace(0, len(val_patches) - 1, min(VAL_SUBSET, len(val_patches))).round().astype(int)]
-
-    def on_interval(step: int, train_scalars: dict[str, float]) -> None:
-        model.eval()
-        scores = prior_scores(model, subset, device)
-        rows.append({"step": step, **train_scalars, "val_recon_psnr": scores["recon_psnr"], "val_codebook_usage": scores["codebook_usage"]})
-        if step < cfg.iterations:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "usage": usage.cpu(), "rows": rows}
-            if discriminator is not None:
-                state.update(discriminator=discriminator.state_dict(), disc_optimizer=disc_optimizer.state_dict())
-            save_state(checkpoint_path, fingerprint, step, state)
-        if live is not None:
-            live.log_rows(rows[-1:])
-
+                   "patches_prior": file_digest(curated / "patches_prior.npy")}
+    session = TrainingSession(out_dir, fingerprint, cfg.iterations, trainer.state_parts())
+    if session.resume():
+        trainer.scheduler.step_update(session.start)
     # The prior's own MLflow run, opened now: its curves arrive as it trains (live_log.py).
-    live = LiveRun.start("prior", f"prior {cfg.model.type}", {"seed": str(params.seed), **flatten("prior", cfg.model_dump(mode="json"))}, root)
-    if live is not None and rows:
-        live.log_rows(rows)  # resumed: the restored part of the curve first
-    try:
-        timing = run_iterations(
-            start=start, end=cfg.iterations, make_batch=make_batch, train_step=train_step, interval=cfg.val_every,
-            on_interval=on_interval, patches_per_step=cfg.batch_size, desc="prior", show_progress=show_progress,
-        )
-    except BaseException:
-        if live is not None:
-            live.fail()
-        raise
+    session.open_live("prior", f"prior {cfg.model.type}", {"seed": str(params.seed), **flatten("prior", cfg.model_dump(mode="json"))}, root)
+    timing = session.run(trainer.make_batch, trainer.train_step, trainer.validate, interval=cfg.val_every,
+                         patches_per_step=cfg.batch_size, desc="prior", show_progress=show_progress)
 
+    model, device, val_patches = trainer.model, trainer.device, trainer.val_patches
     model.eval()
     metrics = {**prior_scores(model, val_patches, device), "recon_psnr_fullsize": fullsize_recon_psnr(model, root, params, device),
-               "val_patches": len(val_patches), "train_patches": len(train_patches),
+               "val_patches": len(val_patches), "train_patches": len(trainer.train_patches),
                "iterations": cfg.iterations, "parameters": sum(p.numel() for p in model.parameters()), **timing.summary()}
-    save_png(out_dir / "recon.png", recon_report(val_patches, params.curate.complexity, lambda tiles: reconstruct(model, tiles, device)[0]))
-    with atomic_path(out_dir / layout.PRIOR) as tmp:
-        torch.save(prior_checkpoint(model.cpu()), tmp)
-    write_csv(out_dir / layout.LOG, rows)
-    write_json(out_dir / layout.METRICS, metrics)
-    checkpoint_path.unlink(missing_ok=True)  # the run finished: nothing left to resume
-    if live is not None:
-        live.finish(metrics, out_dir / layout.PRIOR, cfg.iterations)
-    return {"prior": str(out_dir / layout.PRIOR), "device": str(device), "resumed_from_step": start, **metrics}
+    _save_recon_sheet(out_dir, model, val_patches, params.curate.complexity, device)
+    weights = session.finish(layout.PRIOR, prior_checkpoint(model.cpu()), metrics)
+    return {"prior": str(weights), "device": str(device), "resumed_from_step": session.start, **metrics}

@@ -12,13 +12,12 @@ same weights as an uninterrupted one.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import layout
 from pipeline.config import PRIOR_ARCHITECTURES, Params
 
-# The code whose change makes an interrupted run's checkpoint stale (a subset of the train stage's deps).
-TRAIN_CODE = tuple(Path(__file__).resolve().parents[1] / name for name in ("training", "models", "synthesis", "config.py", "params", "seeds.py"))
 EMA_WARMUP_POWER = 2 / 3  # timm's EMA warmup: decay 1 - (1 + step)^-p, capped at train.ema_decay
 
 
@@ -100,29 +99,51 @@ def run_train(params: Params, root: Path, show_progress: bool = True) -> dict:
 
 
 def _train(params: Params, root: Path, show_progress: bool) -> dict:
+    """Every process trains its share of each batch; rank 0 validates, logs and writes `{model}/`."""
+    from pipeline.training.live_log import flatten
+    from pipeline.training.loop import select_device, start_distributed, stop_distributed
+    from pipeline.training.session import TrainingSession
+
+    cfg = params.train
+    device = select_device()
+    dist = start_distributed(device)
+    if cfg.batch_size % dist.world_size:
+        raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by the number of processes ({dist.world_size})")
+    trainer, fingerprint = _build_trainer(params, root, device, dist)
+    session = TrainingSession(root / params.paths.model, fingerprint, cfg.iterations, trainer.state_parts(), main=dist.is_main)
+    if session.resume():
+        trainer.scheduler.step_update(session.start)
+    session.open_live("derain", f"derain {cfg.model.type}", {
+        **flatten("", {"seed": params.seed, "evaluate": {"mask_threshold": params.evaluate.mask_threshold}}),
+        **flatten("train", cfg.model_dump(mode="json"))}, root)
+    trainer.wrap_distributed()
+    try:
+        timing = session.run(trainer.make_batch, trainer.train_step, trainer.validate, interval=cfg.val_every,
+                             patches_per_step=cfg.batch_size, desc="train", show_progress=show_progress)
+    except BaseException:
+        stop_distributed(dist, wait=False)  # the other processes may be gone: no barrier
+        raise
+    stop_distributed(dist)
+    if not dist.is_main:
+        return {"rank": dist.rank, "note": "rank 0 writes the outputs"}
+    metrics = trainer.final_metrics(session.rows[-1], session.start, timing)
+    weights = session.finish(layout.MODEL, trainer.weights_payload(), metrics)
+    return {"model": str(weights), "device": str(device), **metrics}
+
+
+def _build_trainer(params: Params, root: Path, device, dist) -> tuple[DerainTrainer, dict]:
+    """The run's objects, created in the order that fixes the weight initialisation, and its
+    fingerprint (what decides the result, besides the code: checkpoint.py)."""
     import torch
     from timm.optim import create_optimizer_v2
     from timm.scheduler import MultiStepLRScheduler
     from timm.utils import ModelEmaV3
 
-    from pipeline.io import atomic_path, write_csv, write_json
-    from pipeline.models.factory import create_model, derain_checkpoint
-    from pipeline.seeds import numpy_rng, torch_generator
-    from pipeline.synthesis.rain import rainify_batch
-    from pipeline.training.checkpoint import code_digest, file_digest, load_state, save_state
-    from pipeline.training.data import load_patches, load_suite, random_crops, to_tensor
-    from pipeline.training.live_log import LiveRun, flatten
-    from pipeline.training.loop import (
-        image_set_scores, run_iterations, select_device, start_distributed, stop_distributed, suite_scores, to_device,
-    )
+    from pipeline.models.factory import create_model
+    from pipeline.training.checkpoint import file_digest
+    from pipeline.training.data import load_patches, load_suite
 
     cfg, paths = params.train, params.paths
-    device = select_device()
-    dist = start_distributed(device)
-    if cfg.batch_size % dist.world_size:
-        raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by the number of processes ({dist.world_size})")
-    local_batch = cfg.batch_size // dist.world_size
-
     prior = prior_path = None
     if cfg.model.type in PRIOR_ARCHITECTURES:
         prior, prior_path = load_matching_prior(params, root)
@@ -143,9 +164,6 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
     milestones = sorted({max(1, round(m * cfg.iterations)) for m in cfg.milestones})
     scheduler = MultiStepLRScheduler(optimizer, decay_t=milestones, decay_rate=0.5, t_in_epochs=False)
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True, warmup_power=EMA_WARMUP_POWER)
-    rows: list[dict] = []
-
-    checkpoint_path = root / paths.model / "checkpoint.pt"
     fingerprint = {
         "train": cfg.model_dump(mode="json"),
         "seed": seed,
@@ -153,103 +171,109 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
         "patches_train": file_digest(patches_path),
         "prior": file_digest(prior_path) if prior_path else None,
         "mask_threshold": params.evaluate.mask_threshold,  # in the loss
-        "code": code_digest(*TRAIN_CODE),
     }
-    state = load_state(checkpoint_path, fingerprint)
-    start = 0
-    if state is not None:
-        start, rows = state["step"], list(state["rows"])
-        model.load_state_dict(state["model"])
-        ema.module.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scheduler.step_update(start)
-    # The MLflow run is opened now, so its duration and its curves are the training's (rank 0 only).
-    live = LiveRun.start("derain", f"derain {cfg.model.type}", {
-        **flatten("", {"seed": params.seed, "evaluate": {"mask_threshold": params.evaluate.mask_threshold}}),
-        **flatten("train", cfg.model_dump(mode="json"))}, root) if dist.is_main else None
-    if live is not None and rows:
-        live.log_rows(rows)  # resumed: the restored part of the curve first
-    network = model
-    if dist.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
+    trainer = DerainTrainer(params, device, dist, seed, prior, model, patches, suites, optimizer, scheduler, ema,
+                            trainable=sum(p.numel() for p in trainable))
+    return trainer, fingerprint
 
-        network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    def make_batch(step: int):
-        crops = random_crops(patches, local_batch, cfg.crop_size, cfg.augment, numpy_rng(seed, "train/crops", step, dist.rank))
-        clean = to_tensor(crops).to(device, non_blocking=True)  # rain is synthesized where the model runs
-        rain_generator = torch_generator(seed, "train/rain", step, dist.rank)
-        rainy, layer = rainify_batch(clean, list(cfg.rain.presets), cfg.rain.probability, rain_generator)
+@dataclass
+class DerainTrainer:
+    """One derain training run's objects, and what it does per step, per interval and at the end.
+
+    `network` is the model, or its DistributedDataParallel wrapper under torchrun (wrap_distributed);
+    `ema.module` holds the EMA weights, which are validated and written.
+    """
+
+    params: Params
+    device: object
+    dist: object  # loop.Distributed
+    seed: int
+    prior: object | None  # the trained prior a prior-constrained model renders through
+    model: object
+    patches: object  # uint8 (N, P, P, 3) training patches
+    suites: list  # data.Suite validation suites (empty on ranks other than 0)
+    optimizer: object
+    scheduler: object
+    ema: object
+    trainable: int  # number of trainable parameters
+    network: object = None
+
+    def __post_init__(self) -> None:
+        self.network = self.model
+
+    def state_parts(self) -> dict[str, object]:
+        """What a checkpoint holds besides the step and the rows (session.TrainingSession.parts)."""
+        return {"model": self.model, "ema": self.ema.module, "optimizer": self.optimizer, "scheduler": self.scheduler}
+
+    def wrap_distributed(self) -> None:
+        if self.dist.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = DistributedDataParallel(self.model, device_ids=device_ids)
+
+    def make_batch(self, step: int):
+        """(clean, rainy, rain layer) float32 NCHW: this process's crops of step `step`, rain added on the model's device."""
+        from pipeline.seeds import numpy_rng, torch_generator
+        from pipeline.synthesis.rain import rainify_batch
+        from pipeline.training.data import random_crops, to_tensor
+
+        cfg, rank = self.params.train, self.dist.rank
+        local_batch = cfg.batch_size // self.dist.world_size
+        crops = random_crops(self.patches, local_batch, cfg.crop_size, cfg.augment, numpy_rng(self.seed, "train/crops", step, rank))
+        clean = to_tensor(crops).to(self.device, non_blocking=True)  # rain is synthesized where the model runs
+        rainy, layer = rainify_batch(clean, list(cfg.rain.presets), cfg.rain.probability, torch_generator(self.seed, "train/rain", step, rank))
         return clean, rainy, layer
 
-    def train_step(step: int, batch) -> dict[str, float]:
-        network.train()
-        clean, rainy, layer = (to_device(t, device) for t in batch)
-        loss, terms = training_loss(network, rainy, clean, cfg.latent_weight, layer, cfg.mask_weight,
-                                    params.evaluate.mask_threshold, cfg.mask_target, cfg.branch_weight,
-                                    cfg.mask_negative_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step_update(step + 1)
-        ema.update(model, step=step + 1)
-        return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}, "lr": optimizer.param_groups[0]["lr"]}
+    def train_step(self, step: int, batch) -> dict[str, float]:
+        """One optimisation step, the schedule and the EMA; returns the loss, its terms and the lr."""
+        from pipeline.training.loop import to_device
 
-    def validate() -> dict[str, float]:
-        ema.module.eval()
+        cfg = self.params.train
+        self.network.train()
+        clean, rainy, layer = (to_device(t, self.device) for t in batch)
+        loss, terms = training_loss(self.network, rainy, clean, cfg.latent_weight, layer, cfg.mask_weight,
+                                    self.params.evaluate.mask_threshold, cfg.mask_target, cfg.branch_weight,
+                                    cfg.mask_negative_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step_update(step + 1)
+        self.ema.update(self.model, step=step + 1)
+        return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}, "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def validate(self) -> dict[str, float]:
+        """`<psnr|psnr_rain|psnr_bg>/<suite>` (dB) of the EMA weights on each validation suite."""
+        from pipeline.training.loop import suite_scores
+
+        self.ema.module.eval()
         scores = {}
-        for suite in suites:
-            for key, value in suite_scores(ema.module, suite, params.evaluate.mask_threshold, device).items():
+        for suite in self.suites:
+            for key, value in suite_scores(self.ema.module, suite, self.params.evaluate.mask_threshold, self.device).items():
                 scores[f"{key}/{suite.name}"] = value
         return scores
 
-    def on_interval(step: int, train_scalars: dict[str, float]) -> None:
-        if not dist.is_main:
-            return
-        rows.append({"step": step, **train_scalars, **validate()})
-        if live is not None:
-            live.log_rows(rows[-1:])
-        if step < cfg.iterations:
-            save_state(checkpoint_path, fingerprint, step, {
-                "model": model.state_dict(), "ema": ema.module.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rows": rows,
-            })
+    def final_metrics(self, final: dict, start: int, timing) -> dict:
+        """metrics.json: the last validation, the rainy inputs' scores and the gain over them, bookkeeping."""
+        from pipeline.training.loop import image_set_scores
 
-    try:
-        timing = run_iterations(
-            start=start, end=cfg.iterations, make_batch=make_batch, train_step=train_step, interval=cfg.val_every,
-            on_interval=on_interval, patches_per_step=cfg.batch_size, desc="train",
-            show_progress=show_progress and dist.is_main,
-        )
-    except BaseException:
-        if live is not None:
-            live.fail()
-        stop_distributed(dist, wait=False)  # the other processes may be gone: no barrier
-        raise
-    stop_distributed(dist)
-    if not dist.is_main:
-        return {"rank": dist.rank, "note": "rank 0 writes the outputs"}
+        metrics = {key: value for key, value in final.items() if "/" in key}
+        for suite in self.suites:
+            for key, value in image_set_scores(suite.rainy, suite, self.params.evaluate.mask_threshold).items():
+                metrics[f"{key}_input/{suite.name}"] = value
+            gain = metrics[f"psnr_rain/{suite.name}"] - metrics[f"psnr_rain_input/{suite.name}"]
+            metrics[f"psnr_rain_gain/{suite.name}"] = gain if math.isfinite(gain) else math.nan
+        metrics.update(final_loss=final["loss"], iterations=self.params.train.iterations, resumed_from_step=start,
+                       processes=self.dist.world_size, parameters=sum(p.numel() for p in self.model.parameters()),
+                       trainable_parameters=self.trainable, **timing.summary())
+        return metrics
 
-    final = rows[-1]
-    metrics = {key: value for key, value in final.items() if "/" in key}
-    for suite in suites:
-        for key, value in image_set_scores(suite.rainy, suite, params.evaluate.mask_threshold).items():
-            metrics[f"{key}_input/{suite.name}"] = value
-        gain = metrics[f"psnr_rain/{suite.name}"] - metrics[f"psnr_rain_input/{suite.name}"]
-        metrics[f"psnr_rain_gain/{suite.name}"] = gain if math.isfinite(gain) else math.nan
-    metrics.update(final_loss=final["loss"], iterations=cfg.iterations, resumed_from_step=start, processes=dist.world_size,
-                   parameters=sum(p.numel() for p in model.parameters()),
-                   trainable_parameters=sum(p.numel() for p in trainable), **timing.summary())
+    def weights_payload(self) -> dict:
+        """model.pt's contents: the EMA weights on the CPU with the architecture (and the prior's spec)."""
+        from pipeline.models.factory import derain_checkpoint
 
-    out_dir = root / paths.model
-    weights = {k: v.detach().cpu() for k, v in ema.module.state_dict().items()}
-    with atomic_path(out_dir / layout.MODEL) as tmp:
-        torch.save(derain_checkpoint(cfg.model, weights, prior.spec if prior is not None else None,
-                                     getattr(prior, "diffusers_config", None)), tmp)
-    write_csv(out_dir / layout.LOG, rows)
-    write_json(out_dir / layout.METRICS, metrics)
-    checkpoint_path.unlink(missing_ok=True)  # the run finished: nothing left to resume
-    if live is not None:
-        live.finish(metrics, out_dir / layout.MODEL, cfg.iterations)
-    return {"model": str(out_dir / layout.MODEL), "device": str(device), **metrics}
+        weights = {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()}
+        prior = self.prior
+        return derain_checkpoint(self.params.train.model, weights, prior.spec if prior is not None else None,
+                                 getattr(prior, "diffusers_config", None))
