@@ -115,7 +115,7 @@ def transient_failure(task, task_run, state) -> bool:
     """Retry the register task only for what a retry can fix (a locked database, a crash): a
     gate rule naming a missing metric or a refused params file fails the same way every time."""
     from pipeline.config import ParamsError
-    from pipeline.registry.client import RegistryError
+    from pipeline.tracking import RegistryError
     from pipeline.registry.promotion import GateError
 
     error = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)

@@ -126,7 +126,7 @@ def study(root: str = ".", params_file: str = "params.yaml") -> dict:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     from pipeline.config import ParamsError, digest, load_params
-    from pipeline.registry.lineage import data_digest, git_commit
+    from pipeline.lineage import data_digest, git_commit
     from pipeline.study import cell_params, check_study, convergence, expand_grid
     from pipeline.study_report import write_study_outputs
 

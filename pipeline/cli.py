@@ -110,7 +110,7 @@ def _cmd_serve_model(args: argparse.Namespace) -> int:
     import os
 
     from pipeline.config import load_params
-    from pipeline.registry.client import mlflow_client, resolve_version
+    from pipeline.tracking import mlflow_client, resolve_version
     from pipeline.runtime import project_environment
     from pipeline.serving.predict import model_uri
 
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _expected(error: Exception) -> bool:
     """Errors a user causes (paths, inputs, registry state), as opposed to bugs."""
-    from pipeline.registry.client import RegistryError
+    from pipeline.tracking import RegistryError
 
     if isinstance(error, (FileNotFoundError, ValueError, RegistryError)):
         return True

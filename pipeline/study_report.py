@@ -92,7 +92,7 @@ def _log_mlflow(params: Params, results: list[dict], out: Path, lineage: dict) -
     """One parent run for the study, one child run per cell; returns the parent run id."""
     import mlflow
 
-    from pipeline.registry.register import ensure_experiment, mlflow_client
+    from pipeline.tracking import ensure_experiment, mlflow_client
 
     client = mlflow_client()
     experiment = ensure_experiment(client, "raincheck-study")

@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline import layout
 from pipeline.config import Params
 from pipeline.io import read_csv, read_json
-from pipeline.registry.client import CURRENT, ensure_experiment, find_version
+from pipeline.tracking import CURRENT, ensure_experiment, find_version
 from pipeline.training.live_log import find_trained_run, flatten, log_rows, log_summary, split_training_metrics
 
 # What the served model needs. Pinned to the versions installed here (so `mlflow models serve
@@ -62,7 +62,7 @@ def log_datasets(mlflow, params: Params, root: Path, suites: list[str], pool_con
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    from pipeline.training.checkpoint import file_digest
+    from pipeline.lineage import file_sha256
 
     tables = [(root / params.paths.pool / "manifest.csv", "pool", pool_context)]
     tables += [(root / params.paths.suites / name / "manifest.csv", f"suite/{name}", "evaluation") for name in suites]
@@ -75,7 +75,7 @@ def log_datasets(mlflow, params: Params, root: Path, suites: list[str], pool_con
             # "can be interpreted in multiple ways"; both are the same class.
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
             source = resolve_dataset_source(path.resolve().as_uri())
-        mlflow.log_input(MetaDataset(source, name=name, digest=file_digest(path)[:16]), context=context)
+        mlflow.log_input(MetaDataset(source, name=name, digest=file_sha256(path)[:16]), context=context)
         logged += 1
     return logged
 

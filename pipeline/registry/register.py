@@ -25,15 +25,15 @@ from pathlib import Path
 from pipeline import layout
 from pipeline.config import Params, digest, load_params
 from pipeline.io import read_json, write_json
+from pipeline.lineage import lineage_tags
 from pipeline.registry import history
-from pipeline.registry.client import (  # noqa: F401 (re-exported: callers import them from here)
-    CANDIDATE, CHAMPION, CURRENT, EXPERIMENT, STATE_TAG, STATES, RegistryError, alias_version, ensure_experiment,
-    find_version, mlflow_client, registry_lock, version_metrics, version_state,
-)
-from pipeline.registry.lineage import lineage_tags
 from pipeline.registry.mlflow_log import log_derain_run, numeric, pip_requirements, register_prior  # noqa: F401
 from pipeline.registry.promotion import Decision, GateError, check_rules, decide
 from pipeline.registry.rescore import RescoreError, rescore_version
+from pipeline.tracking import (
+    CANDIDATE, CHAMPION, STATE_TAG, RegistryError, alias_version, find_version, mlflow_client, registry_lock, version_metrics,
+    version_state,
+)
 
 # Fault injection for the crash-recovery tests and for drills: set to a state name and the
 # registration fails right after reaching it, as a crash or a "database is locked" would. With

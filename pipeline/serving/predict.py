@@ -103,7 +103,7 @@ def predict_paths(params: Params, source: Path, target: Path, version: str | Non
     from pipeline.inference import derain_array
     from pipeline.io import save_png
     from pipeline.models.factory import load_derain_model
-    from pipeline.registry.client import mlflow_client, resolve_version
+    from pipeline.tracking import mlflow_client, resolve_version
     from pipeline.serving.codec import PayloadError, read_image
 
     resolve_version(mlflow_client(), params.register.model_name, version)  # a clear error for a wrong version

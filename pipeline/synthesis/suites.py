@@ -18,7 +18,7 @@ import numpy as np
 from pipeline.config import Params, SuiteSpec
 from pipeline.io import atomic_path, load_png, save_png, write_csv
 from pipeline.seeds import stream_seed
-from pipeline.synthesis.presets import PRESETS
+from pipeline.params.presets import PRESETS
 
 MANIFEST_COLUMNS = ["image_id", "index", "seed", "preset", "amount", "width", "length", "angle", "beta", "coverage"]
 EXTRA_COLUMNS = ["haze", "airlight"]  # only in suites whose rain entries carry the haze extra

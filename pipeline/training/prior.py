@@ -75,8 +75,8 @@ def prior_scores(prior, patches: np.ndarray, device, show_progress: bool = False
     None (not applicable) for a prior without a codebook."""
     import torch
 
+    from pipeline.evaluation.metrics import batch_psnr
     from pipeline.training.data import to_tensor
-    from pipeline.training.loop import batch_psnr
 
     recon, codes = reconstruct(prior, patches, device, show_progress=show_progress)
     recon_psnr = float(batch_psnr(recon, to_tensor(np.asarray(patches))).mean())
@@ -100,9 +100,10 @@ def fullsize_recon_psnr(prior, root: Path, params: Params, device) -> float | No
     import pandas as pd
     import torch
 
+    from pipeline.evaluation.metrics import batch_psnr
     from pipeline.io import load_png
     from pipeline.training.data import to_tensor
-    from pipeline.training.loop import batch_psnr, to_device
+    from pipeline.training.loop import to_device
 
     table = root / params.paths.curated / "photos.csv"
     if not table.is_file():  # patches without their photos (a hand-made workspace): nothing to score

@@ -112,9 +112,8 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
     from pipeline.training.checkpoint import code_digest, file_digest, load_state, save_state
     from pipeline.training.data import load_patches, load_suite, random_crops, to_tensor
     from pipeline.training.live_log import LiveRun, flatten
-    from pipeline.training.loop import (
-        image_set_scores, run_iterations, select_device, start_distributed, stop_distributed, suite_scores, to_device,
-    )
+    from pipeline.evaluation.metrics import image_set_scores
+    from pipeline.training.loop import run_iterations, select_device, start_distributed, stop_distributed, suite_scores, to_device
 
     cfg, paths = params.train, params.paths
     device = select_device()

@@ -18,7 +18,8 @@ from pipeline.config import Params, digest
 from pipeline.io import read_json
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path | str) -> str:
+    """sha256 (hex, 64 characters) of a file's bytes, read in 1 MiB blocks."""
     sha = hashlib.sha256()
     with Path(path).open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
