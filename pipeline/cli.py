@@ -93,7 +93,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     project_environment(args.root)
     params = load_params(args.params)
-    written, failures = predict_paths(params, args.input, args.output, version=args.version, tile=args.tile)
+    written, failures = predict_paths(params, args.input, args.output, version=args.version, tile=args.tile,
+                                      checkpoint=args.checkpoint)
     for path, reason in failures:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(f"[raincheck] wrote {len(written)} derained image(s) to {args.output}")
@@ -193,11 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     registry.add_argument("--reason", default="", help="why (recorded on the version)")
     registry.set_defaults(handler=_cmd_registry)
 
-    text = "derain an image file or a folder with the champion (or --version)"
-    predict = sub.add_parser("predict", parents=[common], help=text, description=text)
+    text = "derain an image file or a folder with the champion (or --version, or --checkpoint)"
+    predict = sub.add_parser("predict", parents=[common], help=text,
+                             description=text + "; through the served model's code (the same images as `serve-model`)")
     predict.add_argument("input", type=Path, help="image file or folder of images")
     predict.add_argument("output", type=Path, help="output file (for one image) or folder")
-    predict.add_argument("--version", default=None, help="registered version or alias (default: champion)")
+    which = predict.add_mutually_exclusive_group()
+    which.add_argument("--version", default=None, help="registered version or alias (default: champion)")
+    which.add_argument("--checkpoint", type=Path, default=None,
+                       help="a local model.pt instead of a registered version (e.g. build/model/model.pt)")
     predict.add_argument("--tile", type=int, default=None, help="tile edge for large images (default: evaluate.tile of the params)")
     predict.set_defaults(handler=_cmd_predict)
 

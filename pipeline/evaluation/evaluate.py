@@ -26,9 +26,8 @@ from pipeline import layout
 from pipeline.config import PairedFolderSuite, Params
 from pipeline.evaluation.metrics import binary_mask, output_and_input_scores
 from pipeline.evaluation.report import Sample, make_sample, render_fullsize, render_report, report_subtitle
-from pipeline.io import atomic_path, write_json
+from pipeline.io import IMAGE_SUFFIXES, atomic_path, read_image, write_json
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Column order of per_image.csv: each score, then the rainy input's, then the gain.
 SCORE_ORDER = (
     "psnr", "psnr_y601", "ssim", "ssim_y601",
@@ -70,17 +69,6 @@ class EvaluationResult:
 
 
 # ----------------------------------------------------------------------------- reading suites
-def read_image(path: Path, grey: bool = False) -> np.ndarray:
-    """uint8 HxWx3 RGB in [0, 255] (HxW when `grey`); a clear error naming an unreadable file."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L" if grey else "RGB")).copy()
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from None
-
-
 def _images_by_id(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
