@@ -9,7 +9,7 @@ STAMP := $(VENV)/.raincheck-installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test venv repro bench serve stop serve-model study plots help
+.PHONY: run test venv repro bench serve stop serve-model study plots check-layout help
 
 # The stage names below are prose: the stages are declared in pipeline/stages.py (`raincheck --help`).
 help:
@@ -23,6 +23,8 @@ help:
 	@echo "make serve-model - serve the champion over HTTP on 127.0.0.1:5001 (ARGS='--version 2 --port 5002' passed on)"
 	@echo "make study  - the generalization study (STUDY=profiles/study-quick.yaml by default)"
 	@echo "make bench  - performance benchmarks (benchmarks/)"
+	@echo "make check-layout - the import arrows (no cycle, no import against the layers) and one spelling per file name"
+	@echo "             (\`python -m pipeline.layering\`; README \"Layout\")"
 	@echo "make venv   - only create/update the virtual environment ($(VENV))"
 	@echo "make help   - this list"
 
@@ -60,6 +62,9 @@ serve-model: $(STAMP)
 
 plots: $(STAMP)
 	$(PY) -m pipeline plots
+
+check-layout: $(STAMP)
+	$(PY) -m pipeline.layering
 
 study: $(STAMP)
 	$(PY) -m flows study --params $(or $(STUDY),profiles/study-quick.yaml)

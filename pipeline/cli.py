@@ -17,6 +17,7 @@ from pathlib import Path
 
 # One subcommand per stage of pipeline/stages.py (light: no third-party imports, so `--help` stays
 # instant). The same names are the params sections, the DVC stages and the Prefect tasks.
+from pipeline import layout
 from pipeline.stages import BY_NAME, STAGES
 
 
@@ -171,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`make run` (Prefect) or `dvc repro`.",
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    common.add_argument("--params", type=Path, default=Path(layout.PARAMS), help="params file (default: %(default)s)")
     common.add_argument("--root", type=Path, default=Path("."), help="workspace root (default: current directory)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -19,6 +19,7 @@ from typing import Optional
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from pipeline import layout
 from pipeline.params.base import ParamsError, Strict
 from pipeline.params.curate import COMPLEXITY_MEASURES, SELECTION_POLICIES, Curate, CurationChecks, Selection, Split
 from pipeline.params.evaluate import (
@@ -135,7 +136,7 @@ def _format_error(path: Path, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_params(raw: dict, source: Path | str = "params.yaml") -> Params:
+def parse_params(raw: dict, source: Path | str = layout.PARAMS) -> Params:
     """Validate an already-loaded mapping; raises ParamsError naming each bad key."""
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
@@ -146,7 +147,7 @@ def parse_params(raw: dict, source: Path | str = "params.yaml") -> Params:
         raise ParamsError(_format_error(Path(source), error)) from None
 
 
-def load_params(path: Path | str = "params.yaml") -> Params:
+def load_params(path: Path | str = layout.PARAMS) -> Params:
     """Read and validate a params file."""
     path = Path(path)
     if not path.is_file():

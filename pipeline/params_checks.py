@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline import layout
 from pipeline.params.models import PRIOR_ARCHITECTURES, autoencoder_stride
 
 
@@ -79,7 +80,7 @@ def derain_stride(params) -> tuple[int | None, str]:
         return (None, "timm encoder") if model.type == "timm_unet" else (1, "full resolution")
     if prior.type == "vq_autoencoder":
         return 2**prior.downsample, f"2**prior.model.downsample with prior.model.downsample={prior.downsample}"
-    config = Path(prior.path).expanduser() / "config.json"
+    config = Path(prior.path).expanduser() / layout.AUTOENCODER_CONFIG
     try:
         return autoencoder_stride(prior.kind, json.loads(config.read_text())), f"the downsampling of {config}"
     except (OSError, ValueError, KeyError, TypeError):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline import layout
+
 
 class ProfileError(ValueError):
     """A profile that cannot be installed; the message names the file or key and what to do."""
@@ -40,7 +42,7 @@ def install_profile(root: Path, name: str) -> list[str]:
                     f"profiles/{name}.yaml: ingest.sources[{index}].path: {path} is not a folder; "
                     f"create it (your photos) or edit the profile, then run `raincheck profile {name}` again"
                 )
-    target, backup = root / "params.yaml", root / "params.yaml.bak"
+    target, backup = root / layout.PARAMS, root / "params.yaml.bak"
     new = source.read_bytes()
     lines = []
     if target.is_file():

@@ -27,12 +27,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline import layout
 from pipeline.config import ParamsError, PretrainedAutoencoderSpec
-from pipeline.params.models import autoencoder_stride
 from pipeline.models.resnet import ResBlock
 from pipeline.models.vq import check_prior_input
+from pipeline.params.models import autoencoder_stride
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = layout.AUTOENCODER_CONFIG
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 CLASS_NAMES = {"autoencoder_kl": "AutoencoderKL", "autoencoder_tiny": "AutoencoderTiny"}
 ALLOWED = (

@@ -69,7 +69,7 @@ def _advance(client, name: str, version: str, tags: dict, state: str, **new_tags
 def check_params_file(params: Params, root: Path) -> None:
     """Refuse params other than the workspace's params.yaml: the DVC stages that built the model
     read that file, so any other would mislabel the version."""
-    workspace = Path(root) / "params.yaml"
+    workspace = Path(root) / layout.PARAMS
     if not workspace.is_file() or digest(load_params(workspace)) != digest(params):
         raise RegistryError(f"the params given differ from {workspace}, which the DVC stages read: register with {workspace} "
                             "(or install the other file with `raincheck profile NAME`, then run again)")
@@ -220,7 +220,7 @@ def run_register(params: Params, root: Path, flow_run_id: str | None = None) -> 
         client = mlflow_client()
         tags = lineage_tags(params, root, flow_run_id)
         if tags["model_sha256"] == "missing":
-            raise RegistryError(f"{root / params.paths.model / 'model.pt'} is missing: run the train step first")
+            raise RegistryError(f"{root / params.paths.model / layout.MODEL} is missing: run the train step first")
         version = find_version(client, name, "model_sha256", tags["model_sha256"])
         notes = []
         if version is not None and version_state(version) == "aliased":
@@ -241,7 +241,7 @@ def run_register(params: Params, root: Path, flow_run_id: str | None = None) -> 
             "promote": version.tags.get("gate") == "passed", "reasons": version.tags.get("gate_reasons", "").split("\n"),
             "gate_champion": version.tags.get("gate_champion")}
         result = _summary(client, params, client.get_model_version(name, version.version), status, outcome, notes)
-    decision_file = root / params.paths.registry / "decision.json"
+    decision_file = root / params.paths.registry / layout.DECISION
     write_json(decision_file, result)
     if result.get("run_id"):  # beside the reports, so the run in the MLflow UI shows its verdict
         client.log_artifact(result["run_id"], str(decision_file), artifact_path="reports/registry")

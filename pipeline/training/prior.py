@@ -105,7 +105,7 @@ def fullsize_recon_psnr(prior, root: Path, params: Params, device) -> float | No
     from pipeline.training.data import to_tensor
     from pipeline.training.loop import to_device
 
-    table = root / params.paths.curated / "photos.csv"
+    table = root / params.paths.curated / layout.PHOTOS
     if not table.is_file():  # patches without their photos (a hand-made workspace): nothing to score
         return None
     photos = pd.read_csv(table)
@@ -150,19 +150,19 @@ def _adopt_pretrained_prior(params: Params, root: Path, show_progress: bool) -> 
     source = {"path": str(directory.resolve()), "kind": spec.kind, "sha256": file_digest(directory / WEIGHTS_FILE),
               "config_sha256": file_digest(directory / CONFIG_FILE)}
     prior = load_pretrained_prior(spec, root)
-    val_patches = load_patches(curated / "patches_val.npy", prior.stride)
+    val_patches = load_patches(curated / layout.PATCHES_VAL, prior.stride)
     device = select_device()
     prior.to(device, memory_format=torch.channels_last)
     metrics = {**prior_scores(prior, val_patches, device, show_progress),
                "recon_psnr_fullsize": fullsize_recon_psnr(prior, root, params, device), "val_patches": len(val_patches), "iterations": 0,
                "parameters": sum(p.numel() for p in prior.parameters()), "seconds": round(time.perf_counter() - began, 2)}
     sample = val_patches[np.linspace(0, len(val_patches) - 1, min(8, len(val_patches))).round().astype(int)]
-    save_png(out_dir / "recon.png", recon_sheet(sample, reconstruct(prior, sample, device)[0]))
+    save_png(out_dir / layout.RECON, recon_sheet(sample, reconstruct(prior, sample, device)[0]))
     with atomic_path(out_dir / layout.PRIOR) as tmp:
         torch.save(prior_checkpoint(prior.cpu(), source), tmp)
     write_csv(out_dir / layout.LOG, [{"step": 0, "val_recon_psnr": metrics["recon_psnr"]}])
     write_json(out_dir / layout.METRICS, {**metrics, "source": source})  # a tracked output: lineage reads it
-    (out_dir / "checkpoint.pt").unlink(missing_ok=True)  # a VQ training's resume state no longer applies
+    (out_dir / layout.CHECKPOINT).unlink(missing_ok=True)  # a VQ training's resume state no longer applies
     return {"prior": str(out_dir / layout.PRIOR), "device": str(device), "source": source["path"], **metrics}
 
 
@@ -187,8 +187,8 @@ def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:
     device = select_device()
     torch.manual_seed(params.seed)  # weight initialisation
     model = create_model(cfg.model).to(device, memory_format=torch.channels_last)
-    train_patches = load_patches(curated / "patches_prior.npy", model.stride)
-    val_patches = load_patches(curated / "patches_val.npy", model.stride)
+    train_patches = load_patches(curated / layout.PATCHES_PRIOR, model.stride)
+    val_patches = load_patches(curated / layout.PATCHES_VAL, model.stride)
     optimizer = create_optimizer_v2(model, opt="adam", lr=cfg.lr, weight_decay=0.0)
     # Cosine decay to 1% of lr: short CPU runs gain most of their final quality in the decay.
     scheduler = CosineLRScheduler(optimizer, t_initial=cfg.iterations, lr_min=cfg.lr * 0.01, t_in_epochs=False)
@@ -199,9 +199,9 @@ def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:
     usage = torch.zeros(cfg.model.codebook_size, dtype=torch.int64, device=device)
     rows: list[dict] = []
 
-    checkpoint_path = out_dir / "checkpoint.pt"
+    checkpoint_path = out_dir / layout.CHECKPOINT
     fingerprint = {"prior": cfg.model_dump(mode="json"), "seed": params.seed,
-                   "patches_prior": file_digest(curated / "patches_prior.npy"), "code": code_digest(*TRAIN_CODE)}
+                   "patches_prior": file_digest(curated / layout.PATCHES_PRIOR), "code": code_digest(*TRAIN_CODE)}
     state = load_state(checkpoint_path, fingerprint)
     start = 0
     if state is not None:
@@ -277,7 +277,7 @@ def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:
                "val_patches": len(val_patches), "train_patches": len(train_patches),
                "iterations": cfg.iterations, "parameters": sum(p.numel() for p in model.parameters()), **timing.summary()}
     sample = val_patches[np.linspace(0, len(val_patches) - 1, min(8, len(val_patches))).round().astype(int)]
-    save_png(out_dir / "recon.png", recon_sheet(sample, reconstruct(model, sample, device)[0]))
+    save_png(out_dir / layout.RECON, recon_sheet(sample, reconstruct(model, sample, device)[0]))
     with atomic_path(out_dir / layout.PRIOR) as tmp:
         torch.save(prior_checkpoint(model.cpu()), tmp)
     write_csv(out_dir / layout.LOG, rows)

@@ -130,7 +130,7 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
     model = create_model(cfg.model, prior=prior, root=root).to(device, memory_format=torch.channels_last)
     if cfg.crop_size % model.stride:
         raise ValueError(f"train.crop_size={cfg.crop_size} must be divisible by the {cfg.model.type} model's stride {model.stride}")
-    patches_path = root / paths.curated / "patches_train.npy"
+    patches_path = root / paths.curated / layout.PATCHES_TRAIN
     patches = load_patches(patches_path)
     if cfg.crop_size > patches.shape[1]:
         raise ValueError(f"train.crop_size={cfg.crop_size} is larger than the training patches ({patches.shape[1]}px, curate.patch_size)")
@@ -144,7 +144,7 @@ def _train(params: Params, root: Path, show_progress: bool) -> dict:
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True, warmup_power=EMA_WARMUP_POWER)
     rows: list[dict] = []
 
-    checkpoint_path = root / paths.model / "checkpoint.pt"
+    checkpoint_path = root / paths.model / layout.CHECKPOINT
     fingerprint = {
         "train": cfg.model_dump(mode="json"),
         "seed": seed,
