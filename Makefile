@@ -9,7 +9,7 @@ STAMP := $(VENV)/.raincheck-installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test venv repro bench serve stop serve-model study study-apply plots help
+.PHONY: run test venv repro bench serve stop serve-model study study-apply plots check-layout help
 
 # The stage names below are prose: the stages are declared in pipeline/stages.py (`raincheck --help`).
 help:
@@ -24,6 +24,8 @@ help:
 	@echo "make study  - the generalization study (STUDY=profiles/study-quick.yaml by default)"
 	@echo "make study-apply - write the study's recommendation (build/study) into params.yaml: diff, params.yaml.bak (ARGS=--dry-run)"
 	@echo "make bench  - performance benchmarks (benchmarks/)"
+	@echo "make check-layout - the import arrows (no cycle, no import against the layers) and one spelling per file name"
+	@echo "             (\`python -m pipeline.layering\`; README \"Layout\")"
 	@echo "make venv   - only create/update the virtual environment ($(VENV))"
 	@echo "make help   - this list"
 
@@ -61,6 +63,9 @@ serve-model: $(STAMP)
 
 plots: $(STAMP)
 	$(PY) -m pipeline plots
+
+check-layout: $(STAMP)
+	$(PY) -m pipeline.layering
 
 study: $(STAMP)
 	$(PY) -m flows study --params $(or $(STUDY),profiles/study-quick.yaml)

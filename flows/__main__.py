@@ -10,12 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipeline import layout
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m flows", description="raincheck's Prefect flows")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--root", type=Path, default=Path("."), help="workspace: a git repository with dvc.yaml (default: .)")
-    common.add_argument("--params", default="params.yaml", help="params file inside the workspace (default: %(default)s)")
+    common.add_argument("--params", default=layout.PARAMS, help="params file inside the workspace (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     retrain = sub.add_parser("retrain", parents=[common], help="the whole pipeline once: pool, DVC stages, registration, push")
     retrain.add_argument("--refresh-pool", action="store_true", help="re-ingest the pool even if data/ exists")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline import layout
 from pipeline.config import load_params
 
 RETRAIN_DEPLOYMENT = "scheduled-retrain"
 
 
-def build_deployments(root: Path, params_file: str = "params.yaml") -> list:
+def build_deployments(root: Path, params_file: str = layout.PARAMS) -> list:
     """The RunnerDeployments to serve: scheduled retraining (cron from params.schedule)."""
     from prefect.schedules import Cron
 
@@ -33,7 +34,7 @@ def build_deployments(root: Path, params_file: str = "params.yaml") -> list:
     ]
 
 
-def serve_forever(root: Path, params_file: str = "params.yaml") -> None:
+def serve_forever(root: Path, params_file: str = layout.PARAMS) -> None:
     """Register the deployments on PREFECT_API_URL and execute their runs (blocks)."""
     from prefect import serve
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -58,7 +59,7 @@ def refresh_pool(root: Path, params_file: str, refresh: bool) -> dict:
 
     pool = root / load_params(root / params_file).paths.pool
     before = pool_snapshot(pool)
-    if refresh or not (pool / "manifest.csv").is_file():
+    if refresh or not (pool / layout.MANIFEST).is_file():
         run_logged([sys.executable, "-m", "pipeline", "ingest", "--params", params_file], root, "ingest")
     run_logged(_dvc("add", "--quiet", str(pool.relative_to(root))), root, "dvc add")
     return pool_change(before, pool_snapshot(pool))
@@ -80,7 +81,7 @@ def stage_checkpoint(root: Path, stage: str) -> Path | None:
     from pipeline.config import load_params
 
     folder = CHECKPOINT_FOLDERS.get(stage)
-    return None if folder is None else Path(root) / getattr(load_params(Path(root) / "params.yaml").paths, folder) / "checkpoint.pt"
+    return None if folder is None else Path(root) / getattr(load_params(Path(root) / layout.PARAMS).paths, folder) / layout.CHECKPOINT
 
 
 def drop_checkpoint(root: Path, stage: str, why: str) -> bool:
@@ -94,19 +95,36 @@ def drop_checkpoint(root: Path, stage: str, why: str) -> bool:
     return True
 
 
+def lock_entry(root: Path, stage: str) -> dict | None:
+    """The stage's entry in the workspace's dvc.lock (cmd, deps, params, outs with their md5s), or
+    None before its first run."""
+    lock = Path(root) / layout.DVC_LOCK
+    if not lock.is_file():
+        return None
+    return ((yaml.safe_load(lock.read_text()) or {}).get("stages") or {}).get(stage)
+
+
 @task(name="stage")
 def run_stage(root: Path, stage: str, force: bool = False) -> bool:
     """`dvc repro <stage>`: runs the stage only if its deps, params or code changed (always when
     `force`); True if it ran.
 
-    A forced stage starts from step 0 (its checkpoint is dropped first). A stage DVC skipped or
-    restored from its run cache has current outputs, so a checkpoint beside them belongs to an
-    abandoned run and is dropped: a later `--force` must not resume from it."""
+    "Ran" is read from dvc.lock, not from DVC's log: the stage's entry changed, so its outputs are
+    new to this workspace (DVC computed them, or restored them from its run cache: both record new
+    deps and outs), or the stage was forced. An unchanged entry means DVC skipped it (or recomputed
+    identical outputs after they were deleted: nothing new to report).
+
+    A forced stage starts from step 0 (its checkpoint is dropped first). After any unforced repro
+    the outputs are current, so a checkpoint still beside them belongs to an abandoned run (a
+    stage that computed deleted its own when it finished) and is dropped: a later `--force` must
+    not resume from it. That is the case whether DVC skipped the stage or restored it from its run
+    cache, so the drop does not depend on "ran"."""
     if force:
         drop_checkpoint(root, stage, "--force: the stage starts over")
-    output = run_logged(stage_command(stage, force), root, stage)
-    ran = f"Running stage '{stage}'" in output
-    if not ran:
+    before = lock_entry(root, stage)
+    run_logged(stage_command(stage, force), root, stage)
+    ran = force or lock_entry(root, stage) != before
+    if not force:
         drop_checkpoint(root, stage, "DVC skipped or restored the stage: its outputs are current")
     return ran
 
@@ -115,7 +133,7 @@ def transient_failure(task, task_run, state) -> bool:
     """Retry the register task only for what a retry can fix (a locked database, a crash): a
     gate rule naming a missing metric or a refused params file fails the same way every time."""
     from pipeline.config import ParamsError
-    from pipeline.registry.client import RegistryError
+    from pipeline.tracking import RegistryError
     from pipeline.registry.promotion import GateError
 
     error = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
@@ -129,8 +147,8 @@ class ParamsRefused(ValueError):
 def check_params_file(root: Path, params_file: str) -> None:
     """The flow runs DVC stages, which read the workspace's params.yaml: any other file would
     train with params.yaml and register the version under the other file's name and gate."""
-    if (Path(root) / params_file).resolve() != (Path(root) / "params.yaml").resolve():
-        raise ParamsRefused(f"--params {params_file}: the DVC stages read {Path(root) / 'params.yaml'}, so a retrain "
+    if (Path(root) / params_file).resolve() != (Path(root) / layout.PARAMS).resolve():
+        raise ParamsRefused(f"--params {params_file}: the DVC stages read {Path(root) / layout.PARAMS}, so a retrain "
                             f"must use it; install the other file with `raincheck profile NAME` (or copy it to params.yaml), then run again")
 
 
@@ -164,7 +182,7 @@ def _notify_failure(flow, flow_run, state) -> None:
 
 
 @flow(name="retrain", log_prints=True, on_failure=[_notify_failure])
-def retrain(root: str = ".", params_file: str = "params.yaml", refresh_pool_first: bool = False, commit_results: bool = False,
+def retrain(root: str = ".", params_file: str = layout.PARAMS, refresh_pool_first: bool = False, commit_results: bool = False,
             force: bool = False) -> dict:
     """The whole pipeline in one workspace; returns the metrics, the registration and what ran.
 
@@ -189,7 +207,7 @@ def retrain(root: str = ".", params_file: str = "params.yaml", refresh_pool_firs
         committed = commit_results_to_branch(workspace, params.schedule.results_branch) if commit_results else None
     result = {"metrics": metrics, "registration": registration, "stages_run": ran, "data_change": data_change, "committed": committed}
     create_markdown_artifact(key="retrain-summary", markdown=run_markdown(result, params, workspace), description="raincheck retrain: data, metrics vs champion, gate")
-    curation = workspace / params.paths.curated / "summary.json"
+    curation = workspace / params.paths.curated / layout.SUMMARY
     if curation.is_file():
         create_table_artifact(key="curation", table=[{"measure": k, "value": v} for k, v in sorted(read_json(curation).items())],
                               description="curated data: counts per split, duplicates, complexity quantiles")
@@ -198,7 +216,7 @@ def retrain(root: str = ".", params_file: str = "params.yaml", refresh_pool_firs
     return result
 
 
-def main(root: Path, params_file: str = "params.yaml", refresh: bool = False, force: bool = False) -> int:
+def main(root: Path, params_file: str = layout.PARAMS, refresh: bool = False, force: bool = False) -> int:
     """Run the flow in `root` and print the summary (the environment is set by flows.__main__)."""
     from pipeline.workspace import WorkspaceError, prepare_workspace, print_summary, workspace_lock
 

@@ -15,6 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from pipeline import layout
 from pipeline.runtime import state_path
 
 DEFAULT_PORT = 4200
@@ -125,7 +126,7 @@ def wait_for_deployment(root: Path, api_url: str, name: str, process: subprocess
     raise ServeError(f"deployment {name} did not appear on {api_url} within {timeout:.0f} s; see {state_dir(root) / 'serve.log'}")
 
 
-def start_serving(root: Path, api_url: str, params_file: str = "params.yaml") -> subprocess.Popen:
+def start_serving(root: Path, api_url: str, params_file: str = layout.PARAMS) -> subprocess.Popen:
     """Start `python -m flows serve-foreground` (the deployments' runner) detached; returns it."""
     env = {**os.environ, "PREFECT_API_URL": api_url}
     command = [sys.executable, "-m", "flows", "serve-foreground", "--root", str(root), "--params", params_file]

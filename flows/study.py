@@ -52,9 +52,9 @@ def _prepare_cell(root: Path, cell_dir: Path, params: dict) -> None:
                  ["config", "--local", "cache.type", "hardlink,copy"],
                  ["config", "--local", "core.autostage", "false"]):
         subprocess.run(dvc + args, cwd=cell_dir, capture_output=True, text=True, check=True)
-    shutil.copy2(root / "data.dvc", cell_dir / "data.dvc")
-    (cell_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run(dvc + ["checkout", "--quiet", "data.dvc"], cwd=cell_dir, capture_output=True, text=True, check=True)
+    shutil.copy2(root / layout.POOL_DVC, cell_dir / layout.POOL_DVC)
+    (cell_dir / layout.PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(dvc + ["checkout", "--quiet", layout.POOL_DVC], cwd=cell_dir, capture_output=True, text=True, check=True)
 
 
 def _new_worktree(root: Path, cell_dir: Path) -> None:
@@ -113,7 +113,7 @@ def run_cell(root: Path, cell_id: str, label: str, params: dict, results_dir: Pa
     evaluation, model = cell_dir / params["paths"]["evaluation"], cell_dir / params["paths"]["model"]
     result = {"cell_id": cell_id, "label": label, "worker": _dask_worker(), "metrics": read_json(evaluation / layout.METRICS),
               "train": read_json(model / layout.METRICS), "curve": _read_csv(model / layout.LOG),
-              "per_image": _read_csv(evaluation / "per_image.csv", ("suite", "image_id", "psnr_rain_gain", "psnr_bg_gain")),
+              "per_image": _read_csv(evaluation / layout.PER_IMAGE, ("suite", "image_id", "psnr_rain_gain", "psnr_bg_gain")),
               "started": started, "finished": time.time()}  # epoch seconds: benchmarks/bench_study.py reads them
     write_json(cached, result)
     subprocess.run(["git", "worktree", "remove", "--force", str(cell_dir)], cwd=root, capture_output=True)
@@ -121,12 +121,12 @@ def run_cell(root: Path, cell_id: str, label: str, params: dict, results_dir: Pa
 
 
 @flow(name="study", log_prints=True)
-def study(root: str = ".", params_file: str = "params.yaml") -> dict:
+def study(root: str = ".", params_file: str = layout.PARAMS) -> dict:
     """Expand the grid in params.study, run every cell, aggregate, plot, recommend, log."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     from pipeline.config import ParamsError, digest, load_params, read_params
-    from pipeline.registry.lineage import data_digest, git_commit
+    from pipeline.lineage import data_digest, git_commit
     from pipeline.study import cell_params, check_study, convergence, expand_grid
     from pipeline.study_report import write_study_outputs
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 # One subcommand per stage of pipeline/stages.py (light: no third-party imports, so `--help` stays
 # instant). The same names are the params sections, the DVC stages and the Prefect tasks.
+from pipeline import layout
 from pipeline.stages import BY_NAME, STAGES
 
 
@@ -93,7 +94,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     project_environment(args.root)
     params = load_params(args.params)
-    written, failures = predict_paths(params, args.input, args.output, version=args.version, tile=args.tile)
+    written, failures = predict_paths(params, args.input, args.output, version=args.version, tile=args.tile,
+                                      checkpoint=args.checkpoint)
     for path, reason in failures:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(f"[raincheck] wrote {len(written)} derained image(s) to {args.output}")
@@ -110,7 +112,7 @@ def _cmd_serve_model(args: argparse.Namespace) -> int:
     import os
 
     from pipeline.config import load_params
-    from pipeline.registry.client import mlflow_client, resolve_version
+    from pipeline.tracking import mlflow_client, resolve_version
     from pipeline.runtime import project_environment
     from pipeline.serving.predict import model_uri
 
@@ -187,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`make run` (Prefect) or `dvc repro`.",
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    common.add_argument("--params", type=Path, default=Path(layout.PARAMS), help="params file (default: %(default)s)")
     common.add_argument("--root", type=Path, default=Path("."), help="workspace root (default: current directory)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -210,11 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     registry.add_argument("--reason", default="", help="why (recorded on the version)")
     registry.set_defaults(handler=_cmd_registry)
 
-    text = "derain an image file or a folder with the champion (or --version)"
-    predict = sub.add_parser("predict", parents=[common], help=text, description=text)
+    text = "derain an image file or a folder with the champion (or --version, or --checkpoint)"
+    predict = sub.add_parser("predict", parents=[common], help=text,
+                             description=text + "; through the served model's code (the same images as `serve-model`)")
     predict.add_argument("input", type=Path, help="image file or folder of images")
     predict.add_argument("output", type=Path, help="output file (for one image) or folder")
-    predict.add_argument("--version", default=None, help="registered version or alias (default: champion)")
+    which = predict.add_mutually_exclusive_group()
+    which.add_argument("--version", default=None, help="registered version or alias (default: champion)")
+    which.add_argument("--checkpoint", type=Path, default=None,
+                       help="a local model.pt instead of a registered version (e.g. build/model/model.pt)")
     predict.add_argument("--tile", type=int, default=None, help="tile edge for large images (default: evaluate.tile of the params)")
     predict.set_defaults(handler=_cmd_predict)
 
@@ -280,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _expected(error: Exception) -> bool:
     """Errors a user causes (paths, inputs, registry state), as opposed to bugs."""
-    from pipeline.registry.client import RegistryError
+    from pipeline.tracking import RegistryError
 
     if isinstance(error, (FileNotFoundError, ValueError, RegistryError)):
         return True

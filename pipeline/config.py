@@ -21,6 +21,7 @@ from typing import Optional
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from pipeline import layout
 from pipeline.params.base import ParamsError, Strict
 from pipeline.params.curate import COMPLEXITY_MEASURES, SELECTION_POLICIES, Curate, CurationChecks, Selection, Split
 from pipeline.params.evaluate import (
@@ -141,7 +142,7 @@ def _format_error(source: Path | str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_params(raw: dict, source: Path | str = "params.yaml") -> Params:
+def parse_params(raw: dict, source: Path | str = layout.PARAMS) -> Params:
     """Validate an already-loaded mapping; raises ParamsError naming each bad key."""
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
@@ -177,12 +178,12 @@ def _merged(path: Path) -> tuple[object, str]:
     return merged, label
 
 
-def read_params(path: Path | str = "params.yaml") -> object:
+def read_params(path: Path | str = layout.PARAMS) -> object:
     """The raw (unvalidated) params of a file; an overlay (`extends:`) comes merged onto its base(s)."""
     return _merged(Path(path))[0]
 
 
-def load_params(path: Path | str = "params.yaml") -> Params:
+def load_params(path: Path | str = layout.PARAMS) -> Params:
     """Read and validate a params file (an overlay is merged onto its base first, see read_params)."""
     raw, label = _merged(Path(path))
     return parse_params(raw, label)

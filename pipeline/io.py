@@ -17,6 +17,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+# The image files raincheck reads (suffix in any case): a folder source's photos, `raincheck
+# predict`'s inputs, evaluate.folders suites. All decode with Pillow (and pipeline.ingestion.decode).
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".pnm", ".ppm", ".tif", ".tiff", ".webp")
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
@@ -82,12 +86,30 @@ def save_png(path: Path | str, image: np.ndarray) -> None:
         Image.fromarray(image).save(tmp, format="PNG", optimize=False, compress_level=6)
 
 
-def load_png(path: Path | str, grey: bool = False) -> np.ndarray:
-    """Load a PNG written by save_png: uint8 HxWx3 in [0, 255] (HxW when grey=True)."""
+def read_image(path: Path | str, grey: bool = False) -> np.ndarray:
+    """An image file -> uint8 HxWx3 RGB in [0, 255] (HxW when `grey`), as Pillow converts it.
+
+    The one reader of image files on disk: the stages' own PNGs (save_png) and evaluate.folders.
+    Raises ValueError naming the file when it is missing or does not decode. (A photo from outside
+    the pipeline, at ingest or through the served model, goes through pipeline.ingestion.decode,
+    which also handles 16-bit, transparency, EXIF orientation and colour profiles.)
+    """
     from PIL import Image
 
-    with Image.open(path) as img:
-        return np.asarray(img.convert("L" if grey else "RGB")).copy()
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L" if grey else "RGB")).copy()
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from None
+
+
+load_png = read_image  # the name the stages use for reading back what save_png wrote
+
+
+def write_bytes(path: Path | str, data: bytes) -> None:
+    """Write bytes atomically (an encoded file, e.g. the PNG the served model answered)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def save_npy(path: Path | str, array: np.ndarray) -> None:

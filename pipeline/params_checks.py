@@ -2,8 +2,6 @@
 
 - Reading: :func:`read_yaml` refuses duplicate mapping keys (PyYAML keeps the last one silently,
   DVC refuses the file) and reads `1e-3` as a float, as YAML 1.2 and DVC do.
-- Schedule: :func:`valid_cron` parses `schedule.cron` with cronsim, :func:`valid_timezone` looks
-  `schedule.timezone` up with zoneinfo, so `make serve` never starts a runner that dies at once.
 - Cross-field: :func:`cross_field_errors` checks `train.crop_size` against `curate.patch_size`
   and the model's stride when the params load, not inside a DVC stage after DVC removed its outputs.
 """
@@ -12,10 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
 from pathlib import Path
 
 import yaml
+
+from pipeline import layout
+from pipeline.params.models import PRIOR_ARCHITECTURES, autoencoder_stride
 
 
 class DuplicateKeyError(yaml.YAMLError):
@@ -66,37 +66,6 @@ def as_json(raw: object) -> str:
     return json.dumps(raw, default=str, allow_nan=True)
 
 
-# ----------------------------------------------------------------------------- schedule
-def valid_cron(cron: str) -> str:
-    """A 5-field cron expression that cronsim can schedule (minute hour day month weekday).
-
-    cronsim is the light cron parser that comes with Prefect (through pydocket); Prefect's own
-    croniter is vendored inside it, and importing it would load all of Prefect on every params
-    load. cronsim is the stricter of the two: it also refuses dates that never occur (`31 2`).
-    """
-    import cronsim
-
-    fields = cron.split()
-    if len(fields) != 5:
-        raise ValueError(f"cron must have 5 fields (minute hour day month weekday), got {cron!r}")
-    try:
-        cronsim.CronSim(cron, datetime(2000, 1, 1))
-    except cronsim.CronSimError as error:
-        raise ValueError(f"{cron!r} is not a valid cron expression ({error}); e.g. '0 3 * * 1' = Mondays 03:00") from None
-    return cron
-
-
-def valid_timezone(name: str) -> str:
-    """An IANA time zone name that zoneinfo knows (e.g. UTC, Europe/Berlin)."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r}: use an IANA name such as UTC or Europe/Berlin") from None
-    return name
-
-
 # ----------------------------------------------------------------------------- cross-field
 def derain_stride(params) -> tuple[int | None, str]:
     """(stride, where it comes from) of params.train.model: input sides must be multiples of it.
@@ -106,18 +75,14 @@ def derain_stride(params) -> tuple[int | None, str]:
     full resolution (1). A timm encoder's stride is only known once timm builds it: None (the
     train step checks it).
     """
-    from pipeline.config import PRIOR_ARCHITECTURES
-
     model, prior = params.train.model, params.prior.model
     if model.type not in PRIOR_ARCHITECTURES:
         return (None, "timm encoder") if model.type == "timm_unet" else (1, "full resolution")
     if prior.type == "vq_autoencoder":
         return 2**prior.downsample, f"2**prior.model.downsample with prior.model.downsample={prior.downsample}"
-    config = Path(prior.path).expanduser() / "config.json"
+    config = Path(prior.path).expanduser() / layout.AUTOENCODER_CONFIG
     try:
-        from pipeline.models.pretrained_prior import _stride
-
-        return _stride(prior.kind, json.loads(config.read_text())), f"the downsampling of {config}"
+        return autoencoder_stride(prior.kind, json.loads(config.read_text())), f"the downsampling of {config}"
     except (OSError, ValueError, KeyError, TypeError):
         return None, "unreadable config"  # the prior step names what is wrong with the directory
 

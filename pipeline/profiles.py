@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
+from pipeline import layout
 from pipeline.params.base import ParamsError
 
 
@@ -187,7 +188,7 @@ def install_profile(root: Path, name: str) -> list[str]:
     _check_folders(root, name, params)
     new = render(source)
     _check_rendered(new, source, params.model_dump(mode="json"))
-    target = root / "params.yaml"
+    target = root / layout.PARAMS
     current = target.read_bytes() if target.is_file() else b""
     lines = []
     if current and current not in _rendered_profiles(folder):  # local edits: keep them

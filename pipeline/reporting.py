@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from pipeline import layout
+
 # (metric key prefix, label) in the order a reader wants them: model vs its rainy input.
 SUMMARY_METRICS = (
     ("psnr_rain", "rain-region PSNR (dB)"),
@@ -102,8 +104,8 @@ def run_markdown(result: dict, params, root: Path | None = None) -> str:
     lines += ["## Registry", *(f"- {line.strip()}" for line in registration_lines(registration)), *mlflow_links(registration)]
     root = Path(root or ".").resolve()
     lines += ["", "## Reports", *(f"- [{rel}]({(root / rel).as_uri()})" for rel in (
-        f"{params.paths.registry}/report.png", f"{params.paths.evaluation}/report.png", f"{params.paths.curated}/report.png",
-        f"{params.paths.suites}/gallery.png", f"{params.paths.registry}/decision.json"))]
+        f"{params.paths.registry}/{layout.REPORT}", f"{params.paths.evaluation}/{layout.REPORT}", f"{params.paths.curated}/{layout.REPORT}",
+        f"{params.paths.suites}/{layout.GALLERY}", f"{params.paths.registry}/{layout.DECISION}"))]
     if result.get("committed"):
         lines.append(f"- results committed to `{params.schedule.results_branch}` at {result['committed'][:10]}")
     return "\n".join(lines)

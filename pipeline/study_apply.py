@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from pipeline import layout
 from pipeline.study import short
 
 # ruamel's indentation settings (mapping, sequence, offset): params.yaml's hand-written style, and
@@ -39,12 +40,12 @@ def read_recommendation(folder: Path) -> dict:
     Raises StudyApplyError when the study recommends nothing (the report's reason is quoted) or the
     file is missing or malformed.
     """
-    path = folder / "recommendation.json"
+    path = folder / layout.STUDY_RECOMMENDATION_JSON
     if not path.is_file():
-        suggested = folder / "suggested_params.yaml"
+        suggested = folder / layout.STUDY_SUGGESTED_PARAMS
         if suggested.is_file() and not suggested.read_text().strip("{}\n "):
             raise StudyApplyError(f"{folder}: the study recommends nothing (suggested_params.yaml is empty; "
-                                  f"see {folder / 'recommendation.md'}): params were left as they are")
+                                  f"see {folder / layout.STUDY_RECOMMENDATION}): params were left as they are")
         if suggested.is_file():  # its block mixes the grid's choice with study.fixed: not applied blindly
             raise StudyApplyError(f"{path}: not found: this study report predates `raincheck study apply`; re-run the study "
                                   f"(`make study`) to write it, or copy the grid keys from {suggested} by hand")

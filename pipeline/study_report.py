@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline import layout
 from pipeline.config import Params
 from pipeline.evaluation.headline import headline_suites, suite_columns
 from pipeline.io import atomic_path, write_csv, write_json
@@ -95,7 +96,7 @@ def _log_mlflow(params: Params, results: list[dict], out: Path, lineage: dict) -
     """One parent run for the study, one child run per cell; returns the parent run id."""
     import mlflow
 
-    from pipeline.registry.register import ensure_experiment, mlflow_client
+    from pipeline.tracking import ensure_experiment, mlflow_client
 
     client = mlflow_client()
     experiment = ensure_experiment(client, "raincheck-study")
@@ -113,8 +114,7 @@ def _log_mlflow(params: Params, results: list[dict], out: Path, lineage: dict) -
                 mlflow.log_params({k: str(v)[:500] for k, v in result["overrides"].items()})
                 if result["metrics"]:
                     mlflow.log_metrics({k: float(v) for k, v in result["metrics"].items() if isinstance(v, (int, float)) and v == v})
-        for name in ("cells.csv", "table.csv", "curves.csv", "effects.csv", "claims.csv", "heatmaps.png", "tradeoff.png",
-                     "recommendation.md", "suggested_params.yaml", "recommendation.json"):
+        for name in layout.STUDY_OUTPUTS:
             if (out / name).is_file():
                 mlflow.log_artifact(str(out / name))
         return parent.info.run_id
@@ -222,12 +222,12 @@ def write_study_outputs(params: Params, root: Path, results: list[dict], lineage
     seen, unseen = headline_suites(params)
     metrics = list(dict.fromkeys([study.objective, study.floor_metric, "ood_rain_gain", "ood_bg_gain",
                                   *suite_columns(SUITE_METRICS, [unseen, seen])]))
-    write_csv(out / "cells.csv", [
+    write_csv(out / layout.STUDY_CELLS, [
         {"cell_id": r["cell_id"], "label": r["label"], "error": (r["error"] or "")[:200], "worker": r.get("worker") or "",
          "converged": _converged(r), "last_fifth_delta_db": (r.get("convergence") or {}).get("delta_db", ""),
          **{m: (r["metrics"] or {}).get(m, "") for m in metrics}} for r in results
     ])
-    write_csv(out / "curves.csv", _curves(results, study.convergence_metric), ["cell_id", "label", "step", study.convergence_metric])
+    write_csv(out / layout.STUDY_CURVES, _curves(results, study.convergence_metric), ["cell_id", "label", "step", study.convergence_metric])
     rows = aggregate(results, metrics)
     converged_by_config: dict[str, int] = {}
     for r in results:
@@ -238,21 +238,21 @@ def write_study_outputs(params: Params, root: Path, results: list[dict], lineage
         label = ", ".join(f"{k.rsplit('.', 1)[-1]}={short(v)}" for k, v in r["config"].items())
         table_rows.append({"configuration": label, "seeds": r["seeds"], "failed": r["failed"], "converged": converged_by_config[label],
                            **{m: _fmt(r[f"{m}:mean"], r[f"{m}:std"]) for m in metrics[:5]}})
-    write_csv(out / "table.csv", table_rows)
+    write_csv(out / layout.STUDY_TABLE, table_rows)
     completed = [r for r in rows if r["seeds"]]
     if completed:
-        _heatmaps(params, completed, out / "heatmaps.png")
-        _tradeoff(params, completed, out / "tradeoff.png")
+        _heatmaps(params, completed, out / layout.STUDY_HEATMAPS)
+        _tradeoff(params, completed, out / layout.STUDY_TRADEOFF)
     found = effects(results, study.ood_suites, study.bootstrap, params.seed)
-    write_csv(out / "effects.csv", found["effects"], ["factor", "contrast", "metric", "effect", "low", "high", "pairs"])
-    write_csv(out / "claims.csv", found["claims"], ["claim", "contrast", "metric", "predicted", "effect", "low", "high", "verdict", "note"])
+    write_csv(out / layout.STUDY_EFFECTS, found["effects"], ["factor", "contrast", "metric", "effect", "low", "high", "pairs"])
+    write_csv(out / layout.STUDY_CLAIMS, found["claims"], ["claim", "contrast", "metric", "predicted", "effect", "low", "high", "verdict", "note"])
     markdown, best, suggestion = summarize(params, results, rows, table_rows, found)
     n_converged, failed = sum(_converged(r) for r in results), sum(r["metrics"] is None for r in results)
-    with atomic_path(out / "recommendation.md") as tmp:
+    with atomic_path(out / layout.STUDY_RECOMMENDATION) as tmp:
         tmp.write_text(markdown + "\n")
-    with atomic_path(out / "suggested_params.yaml") as tmp:
+    with atomic_path(out / layout.STUDY_SUGGESTED_PARAMS) as tmp:
         tmp.write_text(yaml.safe_dump(suggestion, sort_keys=False))
-    write_json(out / "recommendation.json", recommendation_record(params, results, best))
+    write_json(out / layout.STUDY_RECOMMENDATION_JSON, recommendation_record(params, results, best))
     run_id = _log_mlflow(params, results, out, lineage)
     return {"markdown": markdown, "table_rows": table_rows, "completed": len(completed), "failed": failed,
             "converged": n_converged, "claims": found["claims"],

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from pipeline import layout
 from pipeline.runtime import state_path
 
 
@@ -24,7 +25,7 @@ def prepare_workspace(root: Path) -> None:
     root = Path(root)
     if subprocess.run(["git", "rev-parse", "--git-dir"], cwd=root, capture_output=True).returncode != 0:
         raise WorkspaceError(f"{root} is not a git repository: DVC needs one (run `git init` there)")
-    for name in ("dvc.yaml", "params.yaml"):
+    for name in (layout.DVC_YAML, layout.PARAMS):
         if not (root / name).is_file():
             raise WorkspaceError(f"{root / name} is missing: run from the raincheck project root")
     if not (root / ".dvc").is_dir():
@@ -116,8 +117,8 @@ def print_summary(root: Path, params_file: str, result: dict) -> None:
     print(f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
     print("  dvc metrics show          # every stage's metrics; `dvc metrics diff` after a change")
     print("  dvc plots show            # training curves and per-image scatter (HTML)")
-    print(f"  report: {paths.evaluation}/report.png   curation: {paths.curated}/report.png   rain: {paths.suites}/gallery.png")
-    print(f"  gate decision: {paths.registry}/decision.json")
+    print(f"  report: {paths.evaluation}/{layout.REPORT}   curation: {paths.curated}/{layout.REPORT}   rain: {paths.suites}/{layout.GALLERY}")
+    print(f"  gate decision: {paths.registry}/{layout.DECISION}")
     print("  raincheck registry show   # champion, candidates and their gate results")
     print("=" * 72)
 
@@ -126,7 +127,7 @@ def pool_snapshot(pool: Path) -> dict[str, str]:
     """image_id -> sha256 of every photo in the pool's manifest (empty when there is no pool)."""
     from pipeline.io import read_csv
 
-    manifest = Path(pool) / "manifest.csv"
+    manifest = Path(pool) / layout.MANIFEST
     return {row["image_id"]: row["sha256"] for row in read_csv(manifest)} if manifest.is_file() else {}
 
 
@@ -137,7 +138,7 @@ def pool_change(before: dict[str, str], after: dict[str, str]) -> dict:
     return {"images": len(after), "added": added, "removed": removed, "changed": bool(added or removed)}
 
 
-def commit_to_branch(root: Path, branch: str, message: str, files: tuple[str, ...] = ("dvc.lock", "data.dvc", "params.yaml")) -> str:
+def commit_to_branch(root: Path, branch: str, message: str, files: tuple[str, ...] = (layout.DVC_LOCK, layout.POOL_DVC, layout.PARAMS)) -> str:
     """Commit `files` as they are now onto `branch` without touching the checkout or the index.
 
     Uses a private index (GIT_INDEX_FILE) seeded from the branch tip (or HEAD for a new branch),

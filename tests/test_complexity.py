@@ -101,3 +101,12 @@ def test_bad_input_is_refused():
         entropy(np.zeros((8, 8), dtype=np.uint8))
     with pytest.raises(ValueError, match="too small"):
         laplacian(np.zeros((2, 8, 3), dtype=np.uint8))
+
+
+def test_every_measure_the_params_allow_is_implemented_in_their_column_order():
+    """curate.complexity is validated against params/curate.py's names (the schema imports no
+    curation code); the curation implements exactly those, in that order (the tables' columns)."""
+    from pipeline.curation.complexity import MEASURE_FUNCTIONS, MEASURES
+    from pipeline.params.curate import COMPLEXITY_MEASURES
+
+    assert tuple(MEASURE_FUNCTIONS) == COMPLEXITY_MEASURES == MEASURES

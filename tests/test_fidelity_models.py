@@ -121,7 +121,7 @@ def test_a_briefly_trained_masked_model_leaves_a_dry_photo_alone():
     comes back above 30 dB while the mask lights up on rain (a floor on psnr/clean that only the
     composition makes reachable: the tiny prior alone draws at ~12 dB)."""
     from pipeline.synthesis.rain import rainify_batch
-    from pipeline.training.loop import batch_psnr
+    from pipeline.evaluation.metrics import batch_psnr
     from tests.conftest import textured_photo
 
     rng = np.random.default_rng(0)

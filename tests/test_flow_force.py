@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flows.__main__ import _parser
-from flows.retrain import stage_command
+from flows.retrain import lock_entry, stage_command
 
 # Each stage appends its name to runs.txt (not a DVC output) so the test sees what really ran.
 STAGE_SCRIPT = """import sys
@@ -43,12 +43,18 @@ def test_retrain_accepts_force_and_says_what_it_does(capsys):
     assert "--force" in retrain_help and "re-run every DVC stage" in retrain_help
 
 
-def test_forced_stage_command_reruns_that_stage_only(tmp_path: Path):
+def _runner(folder: Path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
 
     def run(command: list[str]) -> None:
-        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+        result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
         assert result.returncode == 0, f"{command}:\n{result.stdout}\n{result.stderr}"
+
+    return run
+
+
+def test_forced_stage_command_reruns_that_stage_only(tmp_path: Path):
+    run = _runner(tmp_path)
 
     def runs() -> list[str]:
         return (tmp_path / "runs.txt").read_text().split()
@@ -64,3 +70,30 @@ def test_forced_stage_command_reruns_that_stage_only(tmp_path: Path):
     run(stage_command("second", force=True))  # forced: runs (not restored from the run cache), upstream untouched
     assert runs() == ["first", "second", "second"]
     assert (tmp_path / "second.txt").read_text() == "startfirstsecond"
+
+
+def test_the_lock_entry_says_whether_a_stage_ran_skipped_or_was_restored(tmp_path: Path):
+    """What run_stage compares: the stage's dvc.lock entry before and after `dvc repro <stage>`.
+    Skipped: unchanged. Computed: changed. Restored from DVC's run cache (its code put back as it
+    was): changed too, though nothing ran (the flow reports it as run: its outputs are new)."""
+    run = _runner(tmp_path)
+    runs = lambda: (tmp_path / "runs.txt").read_text().split()  # noqa: E731
+    (tmp_path / "stage.py").write_text(STAGE_SCRIPT)
+    (tmp_path / "dvc.yaml").write_text(DVC_YAML)
+    run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"])
+    assert lock_entry(tmp_path, "first") is None  # no dvc.lock yet
+    run(stage_command("first"))
+    computed = lock_entry(tmp_path, "first")
+    assert computed["outs"][0]["path"] == "first.txt" and runs() == ["first"]
+
+    run(stage_command("first"))  # nothing changed: skipped
+    assert lock_entry(tmp_path, "first") == computed and runs() == ["first"]
+
+    (tmp_path / "stage.py").write_text(STAGE_SCRIPT + "# edited\n")  # a code dep changed: computed
+    run(stage_command("first"))
+    edited = lock_entry(tmp_path, "first")
+    assert edited != computed and runs() == ["first", "first"]
+
+    (tmp_path / "stage.py").write_text(STAGE_SCRIPT)  # back as it was: DVC restores it from its run cache
+    run(stage_command("first"))
+    assert lock_entry(tmp_path, "first") == computed != edited and runs() == ["first", "first"]

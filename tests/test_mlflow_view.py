@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pipeline.config import load_params
-from pipeline.registry.lineage import git_commit
+from pipeline.lineage import git_commit
 from pipeline.registry.mlflow_log import log_derain_run, prior_tags, report_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def test_reports_and_decision_are_distinct_artifacts(tmp_path, monkeypatch):
             Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(path)
         else:
             path.write_text("x\n")
-    from pipeline.registry.client import mlflow_client
+    from pipeline.tracking import mlflow_client
 
     (tmp_path / params.paths.model).mkdir(parents=True, exist_ok=True)
     (tmp_path / params.paths.model / "model.pt").write_bytes(b"weights")  # logged as a file, not loaded
@@ -76,7 +76,7 @@ def test_reports_and_decision_are_distinct_artifacts(tmp_path, monkeypatch):
 
 @pytest.mark.integration
 def test_experiment_opens_on_runs_and_run_names_say_what_they_are(tmp_path, monkeypatch):
-    from pipeline.registry.client import EXPERIMENT, ensure_experiment, mlflow_client
+    from pipeline.tracking import EXPERIMENT, ensure_experiment, mlflow_client
 
     params = load_params(ROOT / "params.yaml")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -109,7 +109,7 @@ def test_registration_on_sqlite_leaves_what_a_user_reads(tmp_path, monkeypatch):
     import json
     import shutil
 
-    from pipeline.registry.client import mlflow_client
+    from pipeline.tracking import mlflow_client
     from pipeline.registry.register import run_register
 
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")

@@ -184,7 +184,7 @@ def test_training_registration_and_serving_need_only_build_prior(adopted: dict, 
     import pandas as pd
     from mlflow.pyfunc import PythonModelContext
 
-    from pipeline.registry.lineage import lineage_tags
+    from pipeline.lineage import lineage_tags
     from pipeline.registry.register import pip_requirements
     from pipeline.serving.codec import IMAGE_COLUMN, decode_image
     from pipeline.serving.pyfunc import CHECKPOINT_ARTIFACT, DerainPyfunc, PriorPyfunc

@@ -36,7 +36,7 @@ def test_bookkeeping_goes_to_params_not_metrics():
 def test_live_training_runs_are_reused_by_the_registration(tmp_path, monkeypatch, capfd):
     import mlflow
 
-    from pipeline.registry.client import mlflow_client
+    from pipeline.tracking import mlflow_client
     from pipeline.registry.mlflow_log import log_derain_run, register_prior
     from pipeline.serving.pyfunc import input_example
     from pipeline.training.prior import run_prior

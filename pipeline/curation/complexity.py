@@ -30,6 +30,8 @@ from typing import Callable
 
 import numpy as np
 
+from pipeline.params.curate import COMPLEXITY_MEASURES
+
 # Inclusive [low, high] bounds every value must fall in (used by the data checks).
 MEASURE_RANGES: dict[str, tuple[float, float]] = {
     "gradient": (0.0, 255.0 * math.sqrt(2.0)),
@@ -140,7 +142,7 @@ MEASURE_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "png_bpp": png_bpp,
     "colorfulness": colorfulness,
 }
-MEASURES = tuple(MEASURE_FUNCTIONS)  # the names curate.complexity may take (pipeline.params.curate)
+MEASURES = COMPLEXITY_MEASURES  # the names curate.complexity may take, in column order (pipeline.params.curate)
 
 
 def measure_all(images: np.ndarray, decimals: int = 4) -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import layout
 from pipeline.config import Curate, Params
 from pipeline.curation.checks import raise_on_failure, results_json, run_checks
 from pipeline.curation.complexity import MEASURES, measure_all
@@ -41,7 +42,7 @@ def run_curate(params: Params, root: Path) -> dict:
     cfg = params.curate
     pool, out = Path(root) / params.paths.pool, Path(root) / params.paths.curated
     image_ids = pool_image_ids(pool)
-    lossless = lossless_originals(pool / "manifest.csv")  # ids; dedupe keeps them over lossy copies
+    lossless = lossless_originals(pool / layout.MANIFEST)  # ids; dedupe keeps them over lossy copies
 
     photo_rows, patch_data = _measure_pool(pool, image_ids, cfg)
     too_small = [r for r in photo_rows if min(r["width"], r["height"]) < cfg.patch_size]
@@ -59,7 +60,7 @@ def run_curate(params: Params, root: Path) -> dict:
     manifest, edges = _patch_manifest(photos, patch_data, cfg, params.seed)
 
     results = run_checks(photos, manifest, cfg.checks)
-    write_json(out / "checks.json", results_json(results))
+    write_json(out / layout.CHECKS, results_json(results))
     passed = all(r.success for r in results)
     if passed:
         write_patches_and_crops(pool, out, photos, manifest, cfg.patch_size, cfg.eval_crops)
@@ -69,18 +70,18 @@ def run_curate(params: Params, root: Path) -> dict:
     small = f"smaller than curate.patch_size={cfg.patch_size}"
     removed = [{"image_id": r["image_id"], "reason": small} for r in too_small]
     removed += [{**row, "reason": "near-duplicate"} for row in duplicates]
-    _write_frame(out / "photos.csv", photos)
-    _write_frame(out / "manifest.csv", manifest)
+    _write_frame(out / layout.PHOTOS, photos)
+    _write_frame(out / layout.MANIFEST, manifest)
     removed.sort(key=lambda row: row["image_id"])
-    write_csv(out / "removed.csv", removed, ["image_id", "reason", "duplicate_of", "distance"])
+    write_csv(out / layout.REMOVED, removed, ["image_id", "reason", "duplicate_of", "distance"])
 
     summary = _summary(photo_rows, too_small, duplicates, photos, manifest, cfg, results)
-    write_json(out / "summary.json", summary)
+    write_json(out / layout.SUMMARY, summary)
     _report(pool, out, photos, manifest, edges, cfg, summary, passed)
     raise_on_failure(
         results,
         f"pool {pool}: {len(photo_rows)} photos, {len(too_small)} smaller than a patch, {len(duplicates)} "
-        f"near-duplicates, {len(photos)} kept (see {out / 'removed.csv'} and {out / 'report.png'})",
+        f"near-duplicates, {len(photos)} kept (see {out / layout.REMOVED} and {out / layout.REPORT})",
     )
     return summary
 
@@ -215,6 +216,6 @@ def _report(pool: Path, out: Path, photos, manifest, edges, cfg: Curate, summary
         f"(stride {cfg.patch_stride}), checks {'passed' if passed else 'FAILED'}"
     )
     write_report(
-        out / "report.png", manifest, cfg.complexity, edges, patches,
+        out / layout.REPORT, manifest, cfg.complexity, edges, patches,
         sheet[cfg.complexity].to_numpy(dtype=float), counts, title,
     )

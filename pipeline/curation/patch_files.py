@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import layout
 from pipeline.curation.patches import cut_patches, eval_crops
 from pipeline.curation.pool import load_photo
 from pipeline.io import atomic_path, save_npy, save_png
@@ -59,9 +60,9 @@ def write_patches_and_crops(pool: Path, out: Path, photos, manifest, size: int, 
     positions = manifest[["y", "x"]].to_numpy(dtype=np.int64)
     rows_of = manifest.groupby("image_id", sort=False).indices
     with (
-        atomic_path(out / "patches_train.npy") as train_path,
-        atomic_path(out / "patches_val.npy") as val_path,
-        atomic_path(out / "patches_prior.npy") as prior_path,
+        atomic_path(out / layout.PATCHES_TRAIN) as train_path,
+        atomic_path(out / layout.PATCHES_VAL) as val_path,
+        atomic_path(out / layout.PATCHES_PRIOR) as prior_path,
         atomic_path(out / "eval") as eval_dir,
     ):
         train = _open_patch_file(train_path, int(selected.sum()), size)
@@ -102,6 +103,6 @@ def _open_patch_file(path: Path, count: int, size: int) -> PatchFile | None:
 def remove_stale_outputs(out: Path) -> None:
     import shutil
 
-    for name in ("patches_train.npy", "patches_val.npy", "patches_prior.npy"):
+    for name in (layout.PATCHES_TRAIN, layout.PATCHES_VAL, layout.PATCHES_PRIOR):
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / "eval", ignore_errors=True)

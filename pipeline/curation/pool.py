@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import layout
 from pipeline.io import load_png, read_csv
 
 
 def pool_image_ids(pool: Path) -> list[str]:
     """Image ids listed in {pool}/manifest.csv, sorted; every one must have its PNG."""
-    manifest = pool / "manifest.csv"
+    manifest = pool / layout.MANIFEST
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest} not found: build the pool first (`raincheck ingest`)")
     rows = read_csv(manifest)

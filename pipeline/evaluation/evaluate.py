@@ -206,7 +206,7 @@ def run_evaluate(params: Params, root: Path) -> dict:
 
 def write_outputs(folder: Path, result: EvaluationResult, suite_names: list[str], subtitle: str = "") -> list[Path]:
     """Write metrics.json, per_image.csv and report.png into `folder`; returns their paths."""
-    paths = [folder / layout.METRICS, folder / "per_image.csv", folder / "report.png", folder / "fullsize.png"]
+    paths = [folder / layout.METRICS, folder / layout.PER_IMAGE, folder / layout.REPORT, folder / layout.FULLSIZE]
     write_json(paths[0], result.metrics)
     write_per_image(paths[1], result.rows)
     render_report(paths[2], result.metrics, suite_names, result.samples, subtitle)

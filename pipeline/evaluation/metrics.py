@@ -17,6 +17,9 @@ Conventions, fixed once for every metric here:
   used by BasicSR: 11×11 Gaussian window (σ = 1.5), population covariance, data range 255,
   K1 = 0.01, K2 = 0.03; RGB is the mean of the per-channel SSIMs. In [-1, 1], 1 when identical.
   Images must be at least 11 pixels on each side.
+- Tensors: ``batch_psnr`` is the same PSNR for float32 NCHW tensors in [0, 1] (peak 1.0, the
+  same cap), for what training scores before any rounding to uint8 (the prior's reconstructions);
+  its MSE is computed in float32, then taken to float64.
 - Masked MSE: Σ(O−B)²·M / (3·ΣM) over all pixels and channels, with M in [0, 1] per pixel. The
   rain-region score uses M, the background score 1−M. An empty region (ΣM = 0) gives NaN, never a
   division by zero; callers exclude NaN from means and count it.
@@ -207,3 +210,29 @@ def output_and_input_scores(
     row.update({f"{key}_input": value for key, value in theirs.items()})
     row.update({f"{key}_gain": ours[key] - theirs[key] for key in GAIN_METRICS if key in ours})
     return row
+
+
+def image_set_scores(images: list[np.ndarray], suite, threshold: float) -> dict[str, float]:
+    """Mean psnr, psnr_rain and psnr_bg (dB) of uint8 HxWx3 images against a suite's clean images.
+
+    `suite` has `clean` (HxWx3 in [0, 255]) and `rain` (HxW in [0, 255]) lists in the order of
+    `images` (pipeline.training.data.Suite): the training's validation curve, scored as evaluate
+    scores (binary mask R > threshold).
+    """
+    scores: dict[str, list[float]] = {"psnr": [], "psnr_rain": [], "psnr_bg": []}
+    for image, clean, rain in zip(images, suite.clean, suite.rain):
+        mask = binary_mask(rain, threshold)
+        scores["psnr"].append(psnr(image, clean))
+        scores["psnr_rain"].append(masked_psnr(image, clean, mask))
+        scores["psnr_bg"].append(masked_psnr(image, clean, 1.0 - mask))
+    # An image without rain pixels has no rain-region score (NaN); it is left out of the mean.
+    return {key: float(np.nanmean(values)) if np.isfinite(values).any() else math.nan for key, values in scores.items()}
+
+
+def batch_psnr(output, target) -> np.ndarray:
+    """Per-image PSNR (dB, capped at PSNR_CAP) of float32 NCHW tensors in [0, 1]: float64 (N,).
+
+    The convention of ``psnr`` with peak 1.0 (module docstring); MSE = 0 scores PSNR_CAP."""
+    mse = ((output.float() - target.float()) ** 2).flatten(1).mean(1).double().cpu().numpy()
+    with np.errstate(divide="ignore"):
+        return np.minimum(PSNR_CAP, 10.0 * np.log10(1.0 / np.maximum(mse, 1e-30)))

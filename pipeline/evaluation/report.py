@@ -153,11 +153,10 @@ def report_subtitle(model_type: str, model_path: Path, root: Path) -> str:
     `raincheck registry show` lists it per version) and the git commit, `(modified)` when the files
     that define a run differ from it. The gate verdict comes later (registration): in the MLflow
     version's description and decision.json."""
-    from pipeline.registry.lineage import git_commit
-    from pipeline.training.checkpoint import file_digest
+    from pipeline.lineage import file_sha256, git_commit
 
     commit, dirty = git_commit(Path(root))
-    weights = file_digest(model_path)[:12] if Path(model_path).is_file() else "missing"
+    weights = file_sha256(model_path)[:12] if Path(model_path).is_file() else "missing"
     return f"{model_type} model, weights sha256 {weights}, commit {commit[:8]}{' (modified)' if dirty else ''}"
 
 

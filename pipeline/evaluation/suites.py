@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import PairedFolderSuite, Params
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from pipeline.io import IMAGE_SUFFIXES, read_image  # the one image reader and suffix list
 
 
 @dataclass(frozen=True)
@@ -40,17 +39,6 @@ class Suite:
     @property
     def has_masks(self) -> bool:
         return self.kind == "paired" and all(item.rain is not None for item in self.items)
-
-
-def read_image(path: Path, grey: bool = False) -> np.ndarray:
-    """uint8 HxWx3 RGB in [0, 255] (HxW when `grey`); a clear error naming an unreadable file."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L" if grey else "RGB")).copy()
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from None
 
 
 def _images_by_id(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:

@@ -19,10 +19,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Extensions read from a user's folder (any case).
-PHOTO_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".pnm", ".gif"}
-)
+from pipeline.io import IMAGE_SUFFIXES
+
 
 
 def walk_folder(folder: Path) -> tuple[list[tuple[str, Path, int]], list[tuple[str, str]]]:
@@ -60,8 +58,8 @@ def walk_folder(folder: Path) -> tuple[list[tuple[str, Path, int]], list[tuple[s
             else:
                 refused.append((member, "not a regular file (FIFO, socket or device): not read"))
                 continue
-            if path.suffix.lower() not in PHOTO_SUFFIXES:
-                allowed = " ".join(sorted(PHOTO_SUFFIXES))
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                allowed = " ".join(IMAGE_SUFFIXES)
                 refused.append((member, f"unsupported file type {path.suffix.lower() or '(no suffix)'!r}: photos are {allowed}"))
                 continue
             files.append((member, path, size))

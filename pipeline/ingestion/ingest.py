@@ -30,6 +30,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
+from pipeline import layout
 from pipeline.config import Ingest, Params
 from pipeline.ingestion.archives import largest_jpeg
 from pipeline.ingestion.decode import DecodeError, decode_photo
@@ -101,8 +102,8 @@ def run_ingest(params: Params, root: Path) -> dict:
                 }
         if len(rows) < settings.min_images:
             raise IngestError(_too_few_message(len(rows), settings.min_images, rejected, unavailable))
-        write_csv(building / "manifest.csv", sorted(rows, key=lambda row: row["image_id"]), MANIFEST_COLUMNS)
-        write_csv(building / "rejected.csv", sorted(rejected, key=lambda row: tuple(row.values())), REJECTED_COLUMNS)
+        write_csv(building / layout.MANIFEST, sorted(rows, key=lambda row: row["image_id"]), MANIFEST_COLUMNS)
+        write_csv(building / layout.REJECTED, sorted(rejected, key=lambda row: tuple(row.values())), REJECTED_COLUMNS)
 
     seconds = time.perf_counter() - started
     return {

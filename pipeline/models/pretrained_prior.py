@@ -27,11 +27,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline import layout
 from pipeline.config import ParamsError, PretrainedAutoencoderSpec
 from pipeline.models.resnet import ResBlock
 from pipeline.models.vq import check_prior_input
+from pipeline.params.models import autoencoder_stride
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = layout.AUTOENCODER_CONFIG
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 CLASS_NAMES = {"autoencoder_kl": "AutoencoderKL", "autoencoder_tiny": "AutoencoderTiny"}
 ALLOWED = (
@@ -52,17 +54,6 @@ def raw_latent(autoencoder: nn.Module, kind: str, images: torch.Tensor) -> torch
     """The diffusers latent of float32 NCHW images in [-1, 1], before shift and scaling."""
     encoded = autoencoder.encode(images)
     return encoded.latent_dist.mean if kind == "autoencoder_kl" else encoded.latents
-
-
-def _stride(kind: str, config: dict) -> int:
-    """Side ratio image / latent, from the diffusers config (each block but the first halves)."""
-    if kind == "autoencoder_kl":
-        return 2 ** (len(config["block_out_channels"]) - 1)
-    down = 2 ** (len(config["encoder_block_out_channels"]) - 1)
-    up = config["upsampling_scaling_factor"] ** (len(config["decoder_block_out_channels"]) - 1)
-    if up != down:
-        raise ValueError(f"the AutoencoderTiny encoder downsamples ×{down} but its decoder upsamples ×{up}")
-    return down
 
 
 def _widest(kind: str, config: dict) -> int:
@@ -112,7 +103,7 @@ class PretrainedAutoencoderPrior(nn.Module):
         self.spec = spec
         self.autoencoder = autoencoder
         self.diffusers_config = config  # stored with the weights: rebuilds the architecture offline
-        self.stride = _stride(spec.kind, config)
+        self.stride = autoencoder_stride(spec.kind, config)
         self.latent_dim = int(config["latent_channels"])
         self.scale = float(config.get("scaling_factor") or 1.0)
         self.shift = float(config.get("shift_factor") or 0.0)

@@ -6,8 +6,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.curation.complexity import MEASURES as COMPLEXITY_MEASURES
 from pipeline.params.base import Strict
+
+# The names curate.complexity may take, in the column order of the curated tables; each is
+# implemented in pipeline.curation.complexity (MEASURE_FUNCTIONS, checked equal by tests/test_complexity.py).
+COMPLEXITY_MEASURES = ("gradient", "laplacian", "entropy", "png_bpp", "colorfulness")
 
 SELECTION_POLICIES = ("all", "smooth", "textured", "balanced")
 

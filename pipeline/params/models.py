@@ -124,6 +124,19 @@ class ClassicalMedianSpec(Strict):
 PRIOR_ARCHITECTURES = ("prior_resnet", "masked_prior", "fused_prior", "masked_fused")  # render through prior.pt
 
 
+def autoencoder_stride(kind: str, config: dict) -> int:
+    """Side ratio image / latent of a diffusers autoencoder (`kind` autoencoder_kl or
+    autoencoder_tiny) from its config.json dict: each block but the first halves. Here, not in
+    pipeline.models, because params validation needs it (params_checks.derain_stride)."""
+    if kind == "autoencoder_kl":
+        return 2 ** (len(config["block_out_channels"]) - 1)
+    down = 2 ** (len(config["encoder_block_out_channels"]) - 1)
+    up = config["upsampling_scaling_factor"] ** (len(config["decoder_block_out_channels"]) - 1)
+    if up != down:
+        raise ValueError(f"the AutoencoderTiny encoder downsamples ×{down} but its decoder upsamples ×{up}")
+    return down
+
+
 class TimmUNetSpec(Strict):
     """UNet whose encoder is any timm model that supports `features_only` (pipeline.models.timm_unet).
 

@@ -1,6 +1,6 @@
 """A custom rain recipe (RainConfig, with its opt-in Haze extra): the schema of one rain entry.
 
-The named presets built from it live with the engine, in pipeline.synthesis.presets.
+The named presets built from it are in pipeline.params.presets.
 """
 
 from __future__ import annotations

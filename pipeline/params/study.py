@@ -1,13 +1,48 @@
-"""params.yaml `schedule` (scheduled retraining) and `study` (the generalization study)."""
+"""params.yaml `schedule` (scheduled retraining) and `study` (the generalization study).
+
+`schedule.cron` is parsed with cronsim and `schedule.timezone` looked up with zoneinfo when the
+params load, so `make serve` never starts a runner that dies at once.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal, Optional
 
 from pydantic import AfterValidator, Field
 
 from pipeline.params.base import Strict
-from pipeline.params_checks import valid_cron, valid_timezone
+
+
+# ----------------------------------------------------------------------------- schedule
+def valid_cron(cron: str) -> str:
+    """A 5-field cron expression that cronsim can schedule (minute hour day month weekday).
+
+    cronsim is the light cron parser that comes with Prefect (through pydocket); Prefect's own
+    croniter is vendored inside it, and importing it would load all of Prefect on every params
+    load. cronsim is the stricter of the two: it also refuses dates that never occur (`31 2`).
+    """
+    import cronsim
+
+    fields = cron.split()
+    if len(fields) != 5:
+        raise ValueError(f"cron must have 5 fields (minute hour day month weekday), got {cron!r}")
+    try:
+        cronsim.CronSim(cron, datetime(2000, 1, 1))
+    except cronsim.CronSimError as error:
+        raise ValueError(f"{cron!r} is not a valid cron expression ({error}); e.g. '0 3 * * 1' = Mondays 03:00") from None
+    return cron
+
+
+def valid_timezone(name: str) -> str:
+    """An IANA time zone name that zoneinfo knows (e.g. UTC, Europe/Berlin)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}: use an IANA name such as UTC or Europe/Berlin") from None
+    return name
 
 
 class Schedule(Strict):

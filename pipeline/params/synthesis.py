@@ -9,7 +9,7 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from pipeline.params.base import Strict
 from pipeline.params.rain import RainConfig
-from pipeline.synthesis.presets import PRESETS
+from pipeline.params.presets import PRESETS
 
 
 def _rain_entry_kind(value: object) -> str | None:

@@ -1,1 +1,2 @@
-"""MLflow registration, lineage and promotion. Promotion rules are pure (promotion.py)."""
+"""MLflow registration, the gate and promotion. Promotion rules are pure (promotion.py); the MLflow
+client is pipeline/tracking.py and the lineage digests pipeline/lineage.py (below this package)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from pipeline.config import Params
 from pipeline.evaluation.headline import headline_suites, suite_columns
 from pipeline.registry import history
-from pipeline.registry.client import (
+from pipeline.tracking import (
     CANDIDATE, CHAMPION, RegistryError, alias_version, mlflow_client, registry_lock, resolve_version, version_metrics,
     version_state,
 )

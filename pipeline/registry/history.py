@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 
-from pipeline.registry.client import CHAMPION, RegistryError, alias_version
+from pipeline.tracking import CHAMPION, RegistryError, alias_version
 
 PREFIX = "raincheck.history."
 PUSH_ACTIONS = ("adopted", "gate", "promote")  # `adopted`: a champion found before history existed

@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline import layout
 from pipeline.config import Params
 from pipeline.io import read_csv, read_json
-from pipeline.registry.client import CURRENT, ensure_experiment, find_version
+from pipeline.tracking import CURRENT, ensure_experiment, find_version
 from pipeline.training.live_log import find_trained_run, flatten, log_rows, log_summary, split_training_metrics
 
 # What the served model needs. Pinned to the versions installed here (so `mlflow models serve
@@ -62,10 +62,10 @@ def log_datasets(mlflow, params: Params, root: Path, suites: list[str], pool_con
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    from pipeline.training.checkpoint import file_digest
+    from pipeline.lineage import file_sha256
 
-    tables = [(root / params.paths.pool / "manifest.csv", "pool", pool_context)]
-    tables += [(root / params.paths.suites / name / "manifest.csv", f"suite/{name}", "evaluation") for name in suites]
+    tables = [(root / params.paths.pool / layout.MANIFEST, "pool", pool_context)]
+    tables += [(root / params.paths.suites / name / layout.MANIFEST, f"suite/{name}", "evaluation") for name in suites]
     logged = 0
     for path, name, context in tables:
         if not path.is_file():
@@ -75,7 +75,7 @@ def log_datasets(mlflow, params: Params, root: Path, suites: list[str], pool_con
             # "can be interpreted in multiple ways"; both are the same class.
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
             source = resolve_dataset_source(path.resolve().as_uri())
-        mlflow.log_input(MetaDataset(source, name=name, digest=file_digest(path)[:16]), context=context)
+        mlflow.log_input(MetaDataset(source, name=name, digest=file_sha256(path)[:16]), context=context)
         logged += 1
     return logged
 
@@ -85,14 +85,14 @@ def report_files(params: Params, root: Path) -> list[tuple[Path, str]]:
     the curation's `report.png` never overwrite each other."""
     paths = params.paths
     return [
-        (root / paths.evaluation / "report.png", "reports/evaluation"),
-        (root / paths.evaluation / "per_image.csv", "reports/evaluation"),
-        (root / paths.curated / "report.png", "reports/curation"),
-        (root / paths.curated / "summary.json", "reports/curation"),
-        (root / paths.curated / "checks.json", "reports/curation"),
-        (root / paths.suites / "gallery.png", "reports/suites"),
-        (root / "params.yaml", "reports"),
-        (root / "dvc.lock", "reports"),
+        (root / paths.evaluation / layout.REPORT, "reports/evaluation"),
+        (root / paths.evaluation / layout.PER_IMAGE, "reports/evaluation"),
+        (root / paths.curated / layout.REPORT, "reports/curation"),
+        (root / paths.curated / layout.SUMMARY, "reports/curation"),
+        (root / paths.curated / layout.CHECKS, "reports/curation"),
+        (root / paths.suites / layout.GALLERY, "reports/suites"),
+        (root / layout.PARAMS, "reports"),
+        (root / layout.DVC_LOCK, "reports"),
     ]
 
 
@@ -164,8 +164,8 @@ def register_prior(client, params: Params, root: Path, tags: dict[str, str]) -> 
         _new_params(mlflow, flatten("prior", params.prior.model_dump(mode="json")))
         _log_training(mlflow, prior_dir, "prior", live)
         log_datasets(mlflow, params, root, [], "training")
-        if (prior_dir / "recon.png").is_file():
-            mlflow.log_artifact(str(prior_dir / "recon.png"), artifact_path="reports")
+        if (prior_dir / layout.RECON).is_file():
+            mlflow.log_artifact(str(prior_dir / layout.RECON), artifact_path="reports")
         info = _log_model(mlflow, "prior", PRIOR_CODE, prior_dir / layout.PRIOR, params)
     version = mlflow.register_model(info.model_uri, params.register.prior_name, tags={**prior_tags(tags), "mlflow_run_id": run.info.run_id})
     client.set_registered_model_alias(params.register.prior_name, CURRENT, version.version)

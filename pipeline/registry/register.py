@@ -25,16 +25,16 @@ from pathlib import Path
 from pipeline import layout
 from pipeline.config import Params, digest, load_params
 from pipeline.io import read_json, write_json
+from pipeline.lineage import lineage_tags
 from pipeline.registry import history
-from pipeline.registry.client import (  # noqa: F401 (re-exported: callers import them from here)
-    CANDIDATE, CHAMPION, CURRENT, EXPERIMENT, STATE_TAG, STATES, RegistryError, alias_version, ensure_experiment,
-    find_version, mlflow_client, registry_lock, version_metrics, version_state,
-)
-from pipeline.registry.lineage import lineage_tags
 from pipeline.registry.mlflow_log import log_derain_run, numeric, pip_requirements, register_prior  # noqa: F401
 from pipeline.registry.promotion import Decision, GateError, check_rules, decide
 from pipeline.registry.report_title import write_registry_report
 from pipeline.registry.rescore import RescoreError, rescore_version
+from pipeline.tracking import (
+    CANDIDATE, CHAMPION, STATE_TAG, RegistryError, alias_version, find_version, mlflow_client, registry_lock, version_metrics,
+    version_state,
+)
 
 # Fault injection for the crash-recovery tests and for drills: set to a state name and the
 # registration fails right after reaching it, as a crash or a "database is locked" would. With
@@ -70,7 +70,7 @@ def _advance(client, name: str, version: str, tags: dict, state: str, **new_tags
 def check_params_file(params: Params, root: Path) -> None:
     """Refuse params other than the workspace's params.yaml: the DVC stages that built the model
     read that file, so any other would mislabel the version."""
-    workspace = Path(root) / "params.yaml"
+    workspace = Path(root) / layout.PARAMS
     if not workspace.is_file() or digest(load_params(workspace)) != digest(params):
         raise RegistryError(f"the params given differ from {workspace}, which the DVC stages read: register with {workspace} "
                             "(or install the other file with `raincheck profile NAME`, then run again)")
@@ -221,7 +221,7 @@ def run_register(params: Params, root: Path, flow_run_id: str | None = None) -> 
         client = mlflow_client()
         tags = lineage_tags(params, root, flow_run_id)
         if tags["model_sha256"] == "missing":
-            raise RegistryError(f"{root / params.paths.model / 'model.pt'} is missing: run the train step first")
+            raise RegistryError(f"{root / params.paths.model / layout.MODEL} is missing: run the train step first")
         version = find_version(client, name, "model_sha256", tags["model_sha256"])
         notes = []
         if version is not None and version_state(version) == "aliased":
@@ -242,7 +242,7 @@ def run_register(params: Params, root: Path, flow_run_id: str | None = None) -> 
             "promote": version.tags.get("gate") == "passed", "reasons": version.tags.get("gate_reasons", "").split("\n"),
             "gate_champion": version.tags.get("gate_champion")}
         result = _summary(client, params, client.get_model_version(name, version.version), status, outcome, notes)
-    decision_file = root / params.paths.registry / "decision.json"
+    decision_file = root / params.paths.registry / layout.DECISION
     write_json(decision_file, result)
     if result.get("run_id"):  # beside the reports, so the run in the MLflow UI shows its verdict
         client.log_artifact(result["run_id"], str(decision_file), artifact_path="reports/registry")

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import layout
 from pipeline.io import atomic_path
 
-REPORT = "report.png"
+REPORT = layout.REPORT
 BAND_PX = 34  # height of the title band, pixels
 DPI = 80  # the evaluation report's own (pipeline/evaluation/report.py): 1 figure pixel = 1 image pixel
 BAND_COLOURS = {"PASS": "#d9f2d9", "FAIL": "#f8d7d7", "NONE": "#e6e6e6"}

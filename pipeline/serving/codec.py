@@ -25,6 +25,7 @@ ERROR_COLUMN = "error"
 # scoring server's 60 s request timeout, after which it answers 504 while the computation runs on.
 # Requests are computed one at a time (pyfunc._COMPUTE): three queued 1536² requests fit in 60 s.
 SERVING_MAX_PIXELS = 1536 * 1536
+SERVING_LIMIT_NAME = "the serving limit max_pixels"  # how a refusal names it (`raincheck predict`: ingest.max_pixels)
 # Bigger than any photo: decode_photo never scales a request down (the answer keeps its size).
 NO_SCALING = 1 << 30
 
@@ -42,26 +43,28 @@ def encode_png(image: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def read_image(data: bytes, max_pixels: int = 120_000_000, what: str = "image", limit_name: str = "ingest.max_pixels") -> np.ndarray:
-    """Bytes of an image file -> uint8 (H, W, 3) RGB in [0, 255], decoded as ingest decodes.
+def encode_file(data: bytes) -> str:
+    """Bytes of an image file -> the base64 text a request carries in its `image` column."""
+    return base64.b64encode(data).decode("ascii")
 
-    Raises PayloadError "`what`: reason" for anything ingest would reject (not an image, corrupt,
-    float pixels, more than `max_pixels` pixels, which the message calls `limit_name`)."""
+
+def decode_image(text: object, max_pixels: int = SERVING_MAX_PIXELS, what: str = f"column '{IMAGE_COLUMN}'",
+                 limit_name: str = SERVING_LIMIT_NAME) -> np.ndarray:
+    """base64 text of an image file -> uint8 (H, W, 3) RGB in [0, 255], decoded as ingest decodes.
+
+    Raises PayloadError "`what`: reason" for what is not base64 and for anything ingest would
+    reject (not an image, corrupt, float pixels, more than `max_pixels` pixels, which the message
+    calls `limit_name`)."""
     from pipeline.ingestion.decode import DecodeError, decode_photo
 
-    try:
-        return decode_photo(data, max_pixels=max_pixels, short_side=NO_SCALING).image
-    except DecodeError as error:
-        reason = str(error).replace(f"ingest.max_pixels={max_pixels}", f"{limit_name}={max_pixels}")
-        raise PayloadError(f"{what}: {reason}") from None
-
-
-def decode_image(text: object, max_pixels: int = SERVING_MAX_PIXELS, what: str = f"column '{IMAGE_COLUMN}'") -> np.ndarray:
-    """base64 text of an image file -> uint8 (H, W, 3) RGB; PayloadError naming `what` otherwise."""
     if not isinstance(text, (str, bytes)):
         raise PayloadError(f"{what}: expected base64 text of an image file (PNG, JPEG, TIFF, ...), got {type(text).__name__}")
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise PayloadError(f"{what}: not valid base64 (expected base64 text of an image file: PNG, JPEG, TIFF, ...)") from None
-    return read_image(raw, max_pixels, what=what, limit_name="the serving limit max_pixels")
+    try:
+        return decode_photo(raw, max_pixels=max_pixels, short_side=NO_SCALING).image
+    except DecodeError as error:
+        reason = str(error).replace(f"ingest.max_pixels={max_pixels}", f"{limit_name}={max_pixels}")
+        raise PayloadError(f"{what}: {reason}") from None

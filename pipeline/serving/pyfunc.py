@@ -12,9 +12,8 @@ fresh process without raincheck installed (torch, timm, pillow, pandas needed).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import threading
+from pathlib import Path
 
 import mlflow.pyfunc
 
@@ -26,17 +25,23 @@ PRIOR_CODE = Path(__file__).with_name("prior_model.py")
 
 
 class DerainPyfunc(mlflow.pyfunc.PythonModel):
-    """Wraps `pipeline.models.factory.load_derain_model` + tiled inference."""
+    """Wraps `pipeline.models.factory.load_derain_model` + tiled inference.
+
+    The one predict code of the deraining model: `mlflow models serve` runs it, and so does
+    `raincheck predict`, through mlflow.pyfunc.load_model for a registered version and through
+    `load_context` on a local checkpoint (pipeline.serving.predict). model_config: `tile` and
+    `overlap` (inference.derain_array), `max_pixels` (the request size limit)."""
 
     # The I/O contract is the explicit string-column signature, not predict()'s type hints.
     _skip_type_hint_validation = True
 
     def __init__(self, tile: int = 1024, overlap: int = 32, max_pixels: int | None = None):
-        from pipeline.serving.codec import SERVING_MAX_PIXELS
+        from pipeline.serving.codec import SERVING_LIMIT_NAME, SERVING_MAX_PIXELS
 
         self.tile = tile
         self.overlap = overlap
         self.max_pixels = max_pixels or SERVING_MAX_PIXELS
+        self.max_pixels_name = SERVING_LIMIT_NAME
 
     def load_context(self, context) -> None:
         from pipeline.runtime import fast_allocation
@@ -50,11 +55,19 @@ class DerainPyfunc(mlflow.pyfunc.PythonModel):
 
         self.model = load_derain_model(context.artifacts[CHECKPOINT_ARTIFACT])
 
+    def limit(self, max_pixels: int, name: str) -> None:
+        """Refuse images of more than `max_pixels` pixels, calling the limit `name` in the refusal.
+
+        For `raincheck predict`, whose limit is ingest's (a photo, however large, is tiled), not the
+        server's request limit. (Not a model_config key: MLflow drops keys that a version did not
+        log, and versions registered before this method logged only tile and overlap.)"""
+        self.max_pixels, self.max_pixels_name = int(max_pixels), name
+
     def predict(self, context, model_input, params=None):
         from pipeline.inference import derain_array
 
         return predict_rows(model_input, lambda image: derain_array(self.model, image, tile=self.tile, overlap=self.overlap),
-                            self.max_pixels)
+                            self.max_pixels, self.max_pixels_name)
 
 
 # One image is computed at a time per process: the scoring server runs each request in its own
@@ -63,10 +76,11 @@ class DerainPyfunc(mlflow.pyfunc.PythonModel):
 _COMPUTE = threading.Lock()
 
 
-def predict_rows(model_input, transform, max_pixels: int):
+def predict_rows(model_input, transform, max_pixels: int, limit_name: str | None = None):
     """Apply `transform` (uint8 (H, W, 3) -> uint8 (H, W, 3)) to each row's base64 image.
 
-    Returns a DataFrame with `image` (base64 PNG, None for a bad row) and `error` (None, or
+    A row of more than `max_pixels` pixels is refused, the message calling the limit `limit_name`
+    (default: codec.SERVING_LIMIT_NAME). Returns a DataFrame with `image` (base64 PNG, None for a bad row) and `error` (None, or
     "row N: column 'image': reason" for a row that does not decode or exceeds `max_pixels`): one bad
     row does not fail the others. When no row succeeds, raises MlflowException
     INVALID_PARAMETER_VALUE, which the scoring server answers with HTTP 400 and this message (no
@@ -75,7 +89,7 @@ def predict_rows(model_input, transform, max_pixels: int):
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from pipeline.serving.codec import ERROR_COLUMN, IMAGE_COLUMN, PayloadError, decode_image, encode_png
+    from pipeline.serving.codec import ERROR_COLUMN, IMAGE_COLUMN, SERVING_LIMIT_NAME, PayloadError, decode_image, encode_png
 
     if not isinstance(model_input, pd.DataFrame) or IMAGE_COLUMN not in model_input.columns:
         columns = list(model_input.columns) if isinstance(model_input, pd.DataFrame) else type(model_input).__name__
@@ -84,7 +98,7 @@ def predict_rows(model_input, transform, max_pixels: int):
     images, errors = [], []
     for row, text in enumerate(model_input[IMAGE_COLUMN]):
         try:
-            image = decode_image(text, max_pixels, what=f"row {row}: column '{IMAGE_COLUMN}'")
+            image = decode_image(text, max_pixels, what=f"row {row}: column '{IMAGE_COLUMN}'", limit_name=limit_name or SERVING_LIMIT_NAME)
         except PayloadError as error:
             images.append(None)
             errors.append(str(error))

@@ -1,6 +1,6 @@
 """Rain entries resolved to recipes, and the per-sample parameter draws of the recipe.
 
-A rain entry is a preset name (pipeline.synthesis.presets) or a RainConfig; draw_rain_params
+A rain entry is a preset name (pipeline.params.presets) or a RainConfig; draw_rain_params
 draws one entry per sample, then each of its parameters, from an explicit torch generator.
 """
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Sequence, Union
 import numpy as np
 
 from pipeline.params.rain import RainConfig
-from pipeline.synthesis.presets import PRESET_CONFIGS, PRESETS
+from pipeline.params.presets import PRESET_CONFIGS, PRESETS
 
 if TYPE_CHECKING:
     import torch

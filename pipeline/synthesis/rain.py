@@ -46,7 +46,7 @@ from pipeline.params.rain import RainConfig  # noqa: F401
 from pipeline.synthesis.draws import RainDraw  # noqa: F401
 from pipeline.synthesis.kernels import _KERNEL_CACHE, _NEGLIGIBLE_WEIGHT, _sparse_kernels, streak_kernels  # noqa: F401
 from pipeline.synthesis.measure import coverage, measure_streak_angle  # noqa: F401
-from pipeline.synthesis.presets import PRESET_CONFIGS, PRESETS  # noqa: F401
+from pipeline.params.presets import PRESET_CONFIGS, PRESETS  # noqa: F401
 from pipeline.synthesis.render import _normalize, render_rain_layers  # noqa: F401
 from pipeline.synthesis.stamping import (  # noqa: F401
     _draw_seeds,

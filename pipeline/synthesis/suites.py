@@ -15,10 +15,11 @@ from typing import Iterator
 
 import numpy as np
 
+from pipeline import layout
 from pipeline.config import Params, SuiteSpec
 from pipeline.io import atomic_path, load_png, save_png, write_csv
+from pipeline.params.presets import PRESETS
 from pipeline.seeds import stream_seed
-from pipeline.synthesis.presets import PRESETS
 
 MANIFEST_COLUMNS = ["image_id", "index", "seed", "preset", "amount", "width", "length", "angle", "beta", "coverage"]
 EXTRA_COLUMNS = ["haze", "airlight"]  # only in suites whose rain entries carry the haze extra
@@ -91,7 +92,7 @@ def synthesize_suite(name: str, spec: SuiteSpec, images: list[Path], folder: Pat
     if spec.generator != "recipe":  # other rain models draw other parameters
         drawn_keys = sorted({key for row in rows for key in row} - {"image_id", "index", "seed", "preset", "coverage"})
         columns = ["image_id", "index", "seed", "preset", *drawn_keys, "coverage"]
-    write_csv(folder / "manifest.csv", rows, columns)
+    write_csv(folder / layout.MANIFEST, rows, columns)
     return rows
 
 
@@ -174,6 +175,6 @@ def run_synthesize(params: Params, root: Path) -> dict:
         for preset in PRESETS:
             rainy, layer, drawn = synthesize_rain(background, [preset], stream_seed(params.seed, "gallery", preset))
             preset_rows.append((f"preset {preset}\nangle {drawn['angle']}, width {drawn['width']}", background, rainy, layer))
-        save_png(tmp / "gallery.png", gallery(preset_rows + gallery_rows, params.synthesize.mask_threshold))
-    summary["gallery"] = str(suites_dir / "gallery.png")
+        save_png(tmp / layout.GALLERY, gallery(preset_rows + gallery_rows, params.synthesize.mask_threshold))
+    summary["gallery"] = str(suites_dir / layout.GALLERY)
     return summary

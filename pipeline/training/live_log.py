@@ -117,8 +117,8 @@ class LiveRun:
         try:
             import mlflow
 
-            from pipeline.registry.client import ensure_experiment
-            from pipeline.registry.lineage import git_commit
+            from pipeline.tracking import ensure_experiment
+            from pipeline.lineage import git_commit
 
             client = mlflow.MlflowClient(tracking_uri=uri)
             commit, dirty = git_commit(Path(root))
@@ -148,11 +148,11 @@ class LiveRun:
 
     def finish(self, metrics: dict, weights: Path, step: int) -> None:
         """The summary, the digest of the weights written (how the registration finds this run), FINISHED."""
-        from pipeline.training.checkpoint import file_digest
+        from pipeline.lineage import file_sha256
 
         def action():
             log_summary(self.client, self.run_id, metrics, self.prefix, step, self.curves)
-            self.client.set_tag(self.run_id, "model_sha256", file_digest(weights))
+            self.client.set_tag(self.run_id, "model_sha256", file_sha256(weights))
             self.client.set_tag(self.run_id, PHASE_TAG, TRAINED)
             self.client.set_terminated(self.run_id, "FINISHED")
 

@@ -136,26 +136,14 @@ def run_iterations(
 def suite_scores(model, suite: Suite, threshold: int, device=None) -> dict[str, float]:
     """Mean whole-image, rain-region and background PSNR (dB) of `model` on a suite (NaN-free means).
 
-    The rain region is R > threshold (binary mask), as in the evaluate step.
+    The model's uint8 outputs are scored by pipeline.evaluation.metrics.image_set_scores, the
+    evaluate step's metrics (rain region R > threshold, binary mask).
     """
+    from pipeline.evaluation.metrics import image_set_scores
     from pipeline.inference import derain_array
 
     outputs = [derain_array(model, rainy, device=device) for rainy in suite.rainy]
     return image_set_scores(outputs, suite, threshold)
-
-
-def image_set_scores(images: list[np.ndarray], suite: Suite, threshold: int) -> dict[str, float]:
-    """Mean psnr, psnr_rain and psnr_bg of uint8 HxWx3 images against a suite's clean images."""
-    from pipeline.evaluation.metrics import binary_mask, masked_psnr, psnr
-
-    scores: dict[str, list[float]] = {"psnr": [], "psnr_rain": [], "psnr_bg": []}
-    for image, clean, rain in zip(images, suite.clean, suite.rain):
-        mask = binary_mask(rain, threshold)
-        scores["psnr"].append(psnr(image, clean))
-        scores["psnr_rain"].append(masked_psnr(image, clean, mask))
-        scores["psnr_bg"].append(masked_psnr(image, clean, 1.0 - mask))
-    # An image without rain pixels has no rain-region score (NaN); it is left out of the mean.
-    return {key: float(np.nanmean(values)) if np.isfinite(values).any() else math.nan for key, values in scores.items()}
 
 
 def to_device(tensor, device):
@@ -163,13 +151,6 @@ def to_device(tensor, device):
     import torch
 
     return tensor.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-
-
-def batch_psnr(output, target) -> "np.ndarray":
-    """Per-image PSNR (dB, capped at 100) of float32 NCHW tensors in [0, 1]: float64 (N,)."""
-    mse = ((output.float() - target.float()) ** 2).flatten(1).mean(1).double().cpu().numpy()
-    with np.errstate(divide="ignore"):
-        return np.minimum(100.0, 10.0 * np.log10(1.0 / np.maximum(mse, 1e-30)))
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,8 @@ def prior_scores(prior, patches: np.ndarray, device, show_progress: bool = False
     None (not applicable) for a prior without a codebook."""
     import torch
 
+    from pipeline.evaluation.metrics import batch_psnr
     from pipeline.training.data import to_tensor
-    from pipeline.training.loop import batch_psnr
 
     recon, codes = reconstruct(prior, patches, device, show_progress=show_progress)
     recon_psnr = float(batch_psnr(recon, to_tensor(np.asarray(patches))).mean())
@@ -74,11 +74,12 @@ def fullsize_recon_psnr(prior, root: Path, params: Params, device) -> float | No
     import pandas as pd
     import torch
 
+    from pipeline.evaluation.metrics import batch_psnr
     from pipeline.io import load_png
     from pipeline.training.data import to_tensor
-    from pipeline.training.loop import batch_psnr, to_device
+    from pipeline.training.loop import to_device
 
-    table = root / params.paths.curated / "photos.csv"
+    table = root / params.paths.curated / layout.PHOTOS
     if not table.is_file():  # patches without their photos (a hand-made workspace): nothing to score
         return None
     photos = pd.read_csv(table)
@@ -101,7 +102,7 @@ def _save_recon_sheet(out_dir: Path, prior, val_patches: np.ndarray, complexity:
     """recon.png: val patches at evenly spaced quantiles of `complexity`, over their reconstructions."""
     from pipeline.io import save_png
 
-    save_png(out_dir / "recon.png", recon_report(val_patches, complexity, lambda tiles: reconstruct(prior, tiles, device)[0]))
+    save_png(out_dir / layout.RECON, recon_report(val_patches, complexity, lambda tiles: reconstruct(prior, tiles, device)[0]))
 
 
 def run_prior(params: Params, root: Path, show_progress: bool = True) -> dict:
@@ -135,7 +136,7 @@ def _adopt_pretrained_prior(params: Params, root: Path, show_progress: bool) -> 
     source = {"path": str(directory.resolve()), "kind": spec.kind, "sha256": file_digest(directory / WEIGHTS_FILE),
               "config_sha256": file_digest(directory / CONFIG_FILE)}
     prior = load_pretrained_prior(spec, root)
-    val_patches = load_patches(curated / "patches_val.npy", prior.stride)
+    val_patches = load_patches(curated / layout.PATCHES_VAL, prior.stride)
     device = select_device()
     prior.to(device, memory_format=torch.channels_last)
     metrics = {**prior_scores(prior, val_patches, device, show_progress),
@@ -160,7 +161,7 @@ def _train_prior(params: Params, root: Path, show_progress: bool) -> dict:
     curated, out_dir = root / params.paths.curated, root / params.paths.prior
     trainer = build_vq_trainer(params, curated)
     fingerprint = {"prior": cfg.model_dump(mode="json"), "seed": params.seed,
-                   "patches_prior": file_digest(curated / "patches_prior.npy")}
+                   "patches_prior": file_digest(curated / layout.PATCHES_PRIOR)}
     session = TrainingSession(out_dir, fingerprint, cfg.iterations, trainer.state_parts())
     if session.resume():
         trainer.scheduler.step_update(session.start)

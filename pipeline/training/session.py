@@ -20,7 +20,7 @@ from pipeline.training.checkpoint import code_digest, load_state, save_state
 from pipeline.training.live_log import LiveRun
 from pipeline.training.loop import LoopTiming, run_iterations
 
-CHECKPOINT = "checkpoint.pt"  # the resume state, in the step's output folder; deleted when the run finishes
+CHECKPOINT = layout.CHECKPOINT  # the resume state, in the step's output folder; deleted when the run finishes
 # The code whose change makes an interrupted run's checkpoint stale (a subset of the train stage's deps).
 TRAIN_CODE = tuple(Path(__file__).resolve().parents[1] / name for name in ("training", "models", "synthesis", "config.py", "params", "seeds.py"))
 

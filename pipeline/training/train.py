@@ -152,7 +152,7 @@ def _build_trainer(params: Params, root: Path, device, dist) -> tuple[DerainTrai
     model = create_model(cfg.model, prior=prior, root=root).to(device, memory_format=torch.channels_last)
     if cfg.crop_size % model.stride:
         raise ValueError(f"train.crop_size={cfg.crop_size} must be divisible by the {cfg.model.type} model's stride {model.stride}")
-    patches_path = root / paths.curated / "patches_train.npy"
+    patches_path = root / paths.curated / layout.PATCHES_TRAIN
     patches = load_patches(patches_path)
     if cfg.crop_size > patches.shape[1]:
         raise ValueError(f"train.crop_size={cfg.crop_size} is larger than the training patches ({patches.shape[1]}px, curate.patch_size)")

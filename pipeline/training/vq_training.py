@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import layout
 from pipeline.config import Params
 from pipeline.training.prior import evenly_spaced, prior_scores
 
@@ -56,8 +57,8 @@ def build_vq_trainer(params: Params, curated: Path) -> VQTrainer:
     device = select_device()
     torch.manual_seed(params.seed)  # weight initialisation
     model = create_model(cfg.model).to(device, memory_format=torch.channels_last)
-    train_patches = load_patches(curated / "patches_prior.npy", model.stride)
-    val_patches = load_patches(curated / "patches_val.npy", model.stride)
+    train_patches = load_patches(curated / layout.PATCHES_PRIOR, model.stride)
+    val_patches = load_patches(curated / layout.PATCHES_VAL, model.stride)
     optimizer = create_optimizer_v2(model, opt="adam", lr=cfg.lr, weight_decay=0.0)
     # Cosine decay to 1% of lr: short CPU runs gain most of their final quality in the decay.
     scheduler = CosineLRScheduler(optimizer, t_initial=cfg.iterations, lr_min=cfg.lr * 0.01, t_in_epochs=False)

@@ -1,7 +1,7 @@
 """The named rain presets: the one definition of what `small`, `medium`, `large` and `random` mean.
 
 A rain entry in params.yaml (synthesize.suites.*.presets, train.rain.presets) may name any of
-PRESETS; pipeline.params.synthesis validates against it and the engine (rain.py) draws from
+PRESETS; pipeline.params.synthesis validates against it and the engine (pipeline.synthesis) draws from
 PRESET_CONFIGS.
 """
 

@@ -1,6 +1,10 @@
-"""The MLflow registry as raincheck talks to it: the client, lookups, the registry lock.
+"""MLflow as raincheck talks to it: the client, the experiment, version lookups, the registry lock.
 
-Nothing here decides anything; register.py (the state machine), history.py and commands.py do.
+A foundation module (README "Layout": the import arrows): training logs its live run through it,
+`raincheck predict` resolves versions with it, the study opens its experiment with it, and the
+registry package builds on it. It imports nothing from raincheck but pipeline.runtime. Nothing
+here decides anything; pipeline/registry/ (register.py, the state machine; history.py;
+commands.py) does.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from pipeline.config import Params, digest
 from pipeline.io import read_json
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path | str) -> str:
+    """sha256 (hex, 64 characters) of a file's bytes, read in 1 MiB blocks."""
     sha = hashlib.sha256()
     with Path(path).open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -27,7 +28,7 @@ def file_sha256(path: Path) -> str:
 
 
 # The code a pipeline run executes: the library, the flows and the DAG. Globs relative to the root.
-CODE_GLOBS = ("pipeline/**/*.py", "flows/**/*.py", "dvc.yaml")
+CODE_GLOBS = ("pipeline/**/*.py", "flows/**/*.py", layout.DVC_YAML)
 # Params sections that never change the weights or the metrics: the gate, the schedule, the study.
 NON_MODEL_SECTIONS = {"register", "schedule", "study"}
 
@@ -59,7 +60,7 @@ def suites_digest(params: Params, root: Path) -> str:
     folder = Path(root) / params.paths.suites
     if not folder.is_dir():
         return "unknown"
-    files = [p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).parts[0] not in ("val", "gallery.png")]
+    files = [p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).parts[0] not in ("val", layout.GALLERY)]
     return tree_digest(folder, files) if files else "unknown"
 
 
@@ -70,7 +71,7 @@ def model_params_digest(params: Params) -> str:
 
 # The tracked files that define a run (git_dirty looks at these only): outputs DVC rewrites, such as
 # metrics files and the autostaged dvc.lock, say nothing about whether the run matches its commit.
-DEFINING_PATHS = ("pipeline", "flows", "dvc.yaml", "params.yaml", "data.dvc", "pyproject.toml", "requirements.txt")
+DEFINING_PATHS = ("pipeline", "flows", layout.DVC_YAML, layout.PARAMS, layout.POOL_DVC, "pyproject.toml", "requirements.txt")
 
 
 def git_commit(root: Path) -> tuple[str, bool]:
@@ -91,7 +92,7 @@ def data_digest(params: Params, root: Path) -> str:
         outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
         if outs[0].get("md5"):
             return outs[0]["md5"].removesuffix(".dir")
-    manifest = root / params.paths.pool / "manifest.csv"
+    manifest = root / params.paths.pool / layout.MANIFEST
     return file_sha256(manifest)[:32] if manifest.is_file() else "unknown"
 
 
