@@ -256,7 +256,7 @@ class DerainTrainer:
 
     def final_metrics(self, final: dict, start: int, timing) -> dict:
         """metrics.json: the last validation, the rainy inputs' scores and the gain over them, bookkeeping."""
-        from pipeline.training.loop import image_set_scores
+        from pipeline.evaluation.metrics import image_set_scores
 
         metrics = {key: value for key, value in final.items() if "/" in key}
         for suite in self.suites:
