@@ -9,13 +9,14 @@ STAMP := $(VENV)/.raincheck-installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test venv repro bench serve stop serve-model study study-apply plots check-layout help
+.PHONY: run test test-fast venv repro bench serve stop serve-model study study-apply plots check-layout help
 
 # The stage names below are prose: the stages are declared in pipeline/stages.py (`raincheck --help`).
 help:
 	@echo "make run    - whole pipeline on the default pool: fetch photos, curate, synthesize, train, evaluate, register"
 	@echo "             (stages declared in pipeline/stages.py; \`python -m pipeline --help\` lists them)"
-	@echo "make test   - the test suite"
+	@echo "make test   - the test suite, everything (what CI runs)"
+	@echo "make test-fast - the edit loop: every test not marked slow (pytest -m \"not slow\")"
 	@echo "make repro  - the DVC stages alone, without Prefect (dvc repro with the venv on PATH; ARGS=... passed on)"
 	@echo "make plots  - the dvc.yaml plots as PNG files + index.html in build/plots, viewable offline"
 	@echo "make serve  - start a local Prefect server and serve the scheduled retrain (schedule: in params.yaml), in the background"
@@ -43,6 +44,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 # Stage commands in dvc.yaml call `python`: it must be the venv's, hence PATH above.
 repro: $(STAMP)

@@ -11,7 +11,7 @@ level or inside a function (the lazy imports count: they run too), built with gr
 3. no file name (`metrics.json`, `model.pt`, `manifest.csv`, ...) spelled as a string literal more
    than once in pipeline/ and flows/: pipeline/layout.py spells them, the rest import it.
 
-Prints one line per finding; exit 0 when there is none, 1 otherwise. tests/test_layering.py runs it.
+Prints one line per finding; exit 0 when there is none, 1 otherwise. tests/unit/test_layering.py runs it.
 """
 
 from __future__ import annotations

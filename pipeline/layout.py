@@ -2,7 +2,7 @@
 and the workspace's own files. Spelled here once (`python -m pipeline.layering` refuses a second
 spelling anywhere in pipeline/ or flows/); each stage's folder comes from params.yaml (`paths.*`),
 so a path is `root / params.paths.<folder> / <name>`. dvc.yaml spells the same names in its outs
-and metrics (YAML cannot import them): tests/test_stages.py checks that the two agree.
+and metrics (YAML cannot import them): tests/unit/test_stages.py checks that the two agree.
 
 A leaf module with no imports, deliberately: every stage that writes or reads one of these files
 imports it, so it is a code dep of those stages in dvc.yaml, and an edit here re-runs them.

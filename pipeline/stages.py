@@ -2,8 +2,8 @@
 
 Everything that lists the stages follows from STAGES: the CLI's step subcommands (pipeline/cli.py),
 the Prefect flow's stage tasks (flows/retrain.py), the flow benchmark (benchmarks/bench_flow.py).
-dvc.yaml cannot import Python, so tests/test_stages.py checks that its stages, their order and
-their declared outputs equal this list, and tests/test_dvc_deps.py that each stage's code deps
+dvc.yaml cannot import Python, so tests/unit/test_stages.py checks that its stages, their order and
+their declared outputs equal this list, and tests/unit/test_dvc_deps.py that each stage's code deps
 cover the import closure of its `module`. The Makefile help is prose that points here.
 
 Deliberately not imported by the steps themselves: a help-text edit here must not re-run a stage

@@ -26,6 +26,19 @@ def textured_photo(rng: np.random.Generator, height: int, width: int) -> np.ndar
     return np.clip(image * 255, 0, 255).astype(np.uint8)
 
 
+# tests/<layer>/ mirrors the code: unit (pure logic, params, CLI errors), data (ingest, curation,
+# rain), model (networks, training, evaluation), integration (real Prefect/DVC/MLflow/servers).
+# Each test gets its folder's marker, so `pytest -m data` runs one layer.
+TEST_LAYERS = ("unit", "data", "model", "integration")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        layer = Path(str(item.fspath)).parent.name
+        if layer in TEST_LAYERS:
+            item.add_marker(getattr(pytest.mark, layer))
+
+
 MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 

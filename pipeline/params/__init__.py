@@ -5,5 +5,5 @@ rain entries) · models (prior.model, train.model) · training (prior, train) ·
 register) · study (schedule, study) · overlay (`extends:`/`replace:` profile overlays, the merge rule).
 
 A key that changes a result has no default, or a default equal to profiles/cpu.yaml's value
-(tests/test_required_params.py checks every key cpu.yaml sets).
+(tests/unit/test_required_params.py checks every key cpu.yaml sets).
 """

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from pipeline.params.base import Strict
 
 # The names curate.complexity may take, in the column order of the curated tables; each is
-# implemented in pipeline.curation.complexity (MEASURE_FUNCTIONS, checked equal by tests/test_complexity.py).
+# implemented in pipeline.curation.complexity (MEASURE_FUNCTIONS, checked equal by tests/data/test_complexity.py).
 COMPLEXITY_MEASURES = ("gradient", "laplacian", "entropy", "png_bpp", "colorfulness")
 
 SELECTION_POLICIES = ("all", "smooth", "textured", "balanced")

@@ -3,7 +3,7 @@
 The images go through the served model's own code: the registered version is loaded with
 mlflow.pyfunc.load_model, as `mlflow models serve` loads it, and each file is sent to its predict
 as a one-row request; the PNG it answers is written as is. So the CLI and the HTTP server give
-byte-identical images (tests/test_predict_pyfunc.py). A local checkpoint is wrapped in the same
+byte-identical images (tests/integration/test_predict_pyfunc.py). A local checkpoint is wrapped in the same
 class (pyfunc.DerainPyfunc).
 
 Inputs and outputs are planned and checked before the model loads, so a wrong command line fails

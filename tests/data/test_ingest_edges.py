@@ -25,7 +25,7 @@ from pipeline.ingestion.decode import DecodeError, decode_photo
 from pipeline.ingestion.ingest import run_ingest
 from pipeline.io import read_csv
 from tests.conftest import REPO, textured_photo
-from tests.test_dedupe import random_scene
+from tests.data.test_dedupe import random_scene
 from tests.workspaces import child_env
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.workspace import LOCK_ENV, lock_path, workspace_lock
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HOLD = """import sys, time
 from pipeline.workspace import workspace_lock
 with workspace_lock(sys.argv[1]):

@@ -14,7 +14,7 @@ from PIL import Image
 from pipeline.config import load_params
 from tests.conftest import textured_photo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 

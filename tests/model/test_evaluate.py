@@ -17,7 +17,7 @@ from pipeline.evaluation.report import make_sample, render_report
 from pipeline.io import read_csv, read_json, save_png
 from tests.fakes import Identity
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RAIN = 200  # the rain layer is 0 or 200; clean pixels are <= 50, so rainy = clean + R never clips
 INPUT_RAIN_PSNR = 10 * math.log10(255**2 / RAIN**2)  # every rain pixel is off by 200: 2.11 dB
 

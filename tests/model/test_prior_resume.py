@@ -18,8 +18,8 @@ from pipeline.config import parse_params
 from pipeline.io import read_csv
 from pipeline.training.prior import run_prior
 
-from .conftest import REPO
-from .test_training import build_workspace, tiny_raw
+from tests.conftest import REPO
+from tests.model.test_training import build_workspace, tiny_raw
 
 
 @pytest.mark.slow

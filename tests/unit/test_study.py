@@ -11,7 +11,7 @@ import yaml
 from pipeline.config import ParamsError
 from pipeline.study import aggregate, cell_params, expand_grid, nested, recommend, set_dotted
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_grid_expands_to_the_product_times_seeds():

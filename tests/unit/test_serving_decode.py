@@ -1,6 +1,6 @@
 """The served pyfunc in-process: the ingest decoder (16-bit, float TIFF, RGBA), per-row errors and
 the size limit. The model is a real checkpoint of an untrained `resnet_tiny`, which starts as the
-identity, so the answer shows what the model was given. (Over HTTP: tests/test_serving.py.)"""
+identity, so the answer shows what the model was given. (Over HTTP: tests/integration/test_serving.py.)"""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def test_every_row_bad_is_a_400_naming_rows_without_a_stack_trace(served):
     message = error.value.message
     assert error.value.get_http_status_code() == 400 and "stack_trace" not in error.value.serialize_as_json()
     assert "row 0: column 'image': not valid base64" in message and "row 1: column 'image': expected base64 text" in message
-    assert str(Path(__file__).parents[1]) not in message
+    assert str(Path(__file__).parents[2]) not in message
     with pytest.raises(MlflowException, match=r"expected a DataFrame with an 'image' column .*\['picture'\]"):
         served.predict(None, pd.DataFrame({"picture": ["x"]}))
 

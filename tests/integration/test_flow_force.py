@@ -1,5 +1,5 @@
 """`python -m flows retrain --force`: the flag, and the DVC command each forced stage task runs,
-checked against real DVC on a two-stage pipeline (the flow itself: tests/test_end_to_end.py)."""
+checked against real DVC on a two-stage pipeline (the flow itself: tests/integration/test_end_to_end.py)."""
 
 from __future__ import annotations
 

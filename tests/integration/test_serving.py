@@ -67,7 +67,7 @@ def test_registry_show_promote_and_rollback(ws):
     assert registered["version"] == "1" and not registered["created"]
 
     _raincheck(ws, "registry", "promote", "1", "--reason", "baseline")
-    assert _alias(ws, "champion") == "1"  # promotions and rollbacks: tests/test_registry_lifecycle.py
+    assert _alias(ws, "champion") == "1"  # promotions and rollbacks: tests/integration/test_registry_lifecycle.py
 
 
 def test_predict_derains_a_folder_of_odd_sizes(ws, tmp_path):

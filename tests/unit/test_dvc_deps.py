@@ -18,7 +18,7 @@ import yaml
 
 from pipeline.stages import BY_NAME
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ALWAYS = ("pipeline.config", "pipeline.runtime")
 
 

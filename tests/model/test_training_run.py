@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from pipeline.config import load_params, parse_params
-from tests.test_training import build_workspace, tiny_raw
+from tests.model.test_training import build_workspace, tiny_raw
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("section", ["prior", "train"])

@@ -23,7 +23,7 @@ from pipeline.models.pretrained_prior import WEIGHTS_FILE, PretrainedAutoencoder
 from pipeline.training.prior import prior_scores, run_prior
 from pipeline.training.train import run_train
 
-from .test_training import build_workspace, tiny_raw
+from tests.model.test_training import build_workspace, tiny_raw
 
 KINDS = ("autoencoder_kl", "autoencoder_tiny")
 
@@ -48,7 +48,7 @@ def spec(kind: str, path: Path | str) -> PretrainedAutoencoderSpec:
 
 
 def pretrained_raw(kind: str, path: Path | str) -> dict:
-    """Test-sized params (tests/test_training.py) with the pretrained prior; 2 training iterations."""
+    """Test-sized params (tests/model/test_training.py) with the pretrained prior; 2 training iterations."""
     raw = tiny_raw(iterations=2, val_every=2, batch_size=2)
     raw["prior"] = {"model": {"type": "pretrained_autoencoder", "path": str(path), "kind": kind}, "threads": 1}
     return raw

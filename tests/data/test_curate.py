@@ -16,7 +16,7 @@ from pipeline.curation.checks import DataCheckError
 from pipeline.curation.curate import run_curate
 from pipeline.io import load_png, save_png, write_csv
 
-from .conftest import REPO, textured_photo
+from tests.conftest import REPO, textured_photo
 
 PATCH, EVAL = 32, 112
 

@@ -9,7 +9,7 @@ import yaml
 
 from pipeline.config import ParamsError, load_params, parse_params
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _default() -> dict:

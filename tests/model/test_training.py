@@ -23,7 +23,7 @@ from pipeline.training.checkpoint import code_digest, load_state, save_state
 from pipeline.training.prior import prior_scores, run_prior
 from pipeline.training.train import run_train, training_loss
 
-from .conftest import REPO, textured_photo
+from tests.conftest import REPO, textured_photo
 
 PATCH = 16
 

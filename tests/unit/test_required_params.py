@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from pipeline.config import ParamsError, parse_params
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _default() -> dict:

@@ -14,7 +14,7 @@ from pipeline.config import load_params
 from pipeline.lineage import git_commit
 from pipeline.registry.mlflow_log import log_derain_run, prior_tags, report_files
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _git(root: Path, *args: str) -> None:

@@ -1,7 +1,7 @@
 """dvc.yaml against pipeline/stages.py: the same stages, in the same order, with the declared outputs.
 
 dvc.yaml is the one stage list that cannot import the declaration, so it is checked here; the CLI,
-the retrain flow and the flow benchmark import it (tests/test_dvc_deps.py checks the code deps).
+the retrain flow and the flow benchmark import it (tests/unit/test_dvc_deps.py checks the code deps).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import yaml
 from pipeline import layout
 from pipeline.stages import BY_NAME, DVC_STAGES, STAGES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 

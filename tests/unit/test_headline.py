@@ -8,7 +8,7 @@ from pipeline.config import load_params
 from pipeline.evaluation.headline import headline_suites, suite_columns
 from pipeline.registry.commands import key_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _with_suites(suites: list[str]):
