@@ -254,9 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.runtime import fast_allocation
+    from pipeline.runtime import fast_allocation, pin_cpu_dispatch
 
     fast_allocation()  # before torch's first allocation (DVC stages call this CLI directly)
+    pin_cpu_dispatch()  # before torch's first kernel
     args = build_parser().parse_args(argv)
     if getattr(args, "action", None) == "promote" and not args.version:
         print("error: `raincheck registry promote` needs a VERSION", file=sys.stderr)

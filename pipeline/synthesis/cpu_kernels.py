@@ -8,6 +8,11 @@ cache. The CUDA path keeps the torch versions (stamping.py, render.py); tests/te
 
 Compiled on first use and cached on disk beside this file (`cache=True`: a few seconds once);
 `nogil=True` lets a prefetch thread make rain while the main thread trains.
+
+Same bits on every CPU, although numba compiles for the host's: never `fastmath` (LLVM then
+keeps each float32 multiply and add apart, no FMA contraction, no reordered sums, whatever the
+vector width) and no math functions; each canvas pixel is summed in seed order.
+tests/test_determinism.py compiles them for a generic CPU and compares.
 """
 
 from __future__ import annotations

@@ -1,5 +1,12 @@
 """Streak kernels: the recipe's rotated, Gaussian-thickened line in closed form (OpenCV's
 arithmetic, the 3×3 seed smoothing folded in), and its sparse form cached per (length, angle, width).
+
+Machine-independent on purpose: the suites are rounded from these weights, so a last-bit change
+can move a pixel of R by one level. Only + - * / and rounding run on tensors (IEEE-exact on every
+SIMD width and on CUDA); cos, sin and exp are Python's `math` on a few scalars (glibc's scalar
+routines: one code path on every x86-64 with AVX2 + FMA); the Gaussian and the 3×3 smoothing are
+sums of shifted slices in a fixed order instead of conv2d, whose backend (oneDNN's JIT kernels for
+a batch, im2col + BLAS for one kernel) and its summation order follow the CPU and the batch size.
 """
 
 from __future__ import annotations
@@ -54,9 +61,10 @@ def _gaussian_taps(width: "torch.Tensor") -> "torch.Tensor":
             row = torch.tensor(_OPENCV_SMALL_GAUSSIANS[size], dtype=torch.float64)
         else:
             sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
-            x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-            row = torch.exp(-(x**2) / (2 * sigma**2))
-            row /= row.sum()
+            # math.exp and fsum: torch's vectorized exp and sum follow the CPU's SIMD width.
+            values = [math.exp(-(x * x) / (2 * sigma**2)) for x in (i - (size - 1) / 2 for i in range(size))]
+            total = math.fsum(values)
+            row = torch.tensor([value / total for value in values], dtype=torch.float64)
         start = (taps - size) // 2
         weights[width == size, start : start + size] = row.float().to(width.device)
     return weights
@@ -69,8 +77,10 @@ def _opencv_warp_sources(angle, length, x, y):
     inverse matrix scaled by 2**10, rounded, then cut to 1/32 px) so kernels match bit for bit."""
     import torch
 
-    radians = (angle.double() - 45) * math.pi / 180
-    cos, sin = torch.cos(radians)[:, None, None], torch.sin(radians)[:, None, None]
+    # Python's math on the (integer) angles: torch's vectorized cos/sin differ in the last bit by CPU.
+    radians = [(a - 45) * math.pi / 180 for a in angle.tolist()]
+    cos = torch.tensor([math.cos(r) for r in radians], dtype=torch.float64, device=angle.device)[:, None, None]
+    sin = torch.tensor([math.sin(r) for r in radians], dtype=torch.float64, device=angle.device)[:, None, None]
     centre = length.double()[:, None, None] / 2
     m02, m12 = (1 - cos) * centre - sin * centre, sin * centre + (1 - cos) * centre
     det = 1 / (cos * cos + sin * sin)
@@ -125,12 +135,39 @@ def streak_kernels(length: "torch.Tensor", angle: "torch.Tensor", width: "torch.
     source = lo + _reflect101(padded_grid - lo, length[:, None])  # (N, size + 2r), inside the box
     padded = line.gather(1, source[:, :, None].expand(n, -1, size))
     padded = padded.gather(2, source[:, None, :].expand(n, size + 2 * radius, -1))
-    blurred = F.conv2d(padded[None], taps.view(n, 1, 1, -1), groups=n)
-    blurred = F.conv2d(blurred, taps.view(n, 1, -1, 1), groups=n)[0] * box
+    blurred = _correlate(_correlate(padded, taps, axis=2), taps, axis=1) * box
 
-    smoothing = torch.tensor(_SEED_SMOOTHING, dtype=torch.float32, device=device)[None, None]
-    # The smoothing kernel is symmetric, so it commutes with the flip and with reflect-101 padding.
-    return F.conv2d(blurred[:, None], smoothing, padding=1)[:, 0], pad
+    # The smoothing kernel is symmetric, so it commutes with the flip and with reflect-101 padding;
+    # zero padding, as conv2d's padding=1 did.
+    return _smooth(F.pad(blurred, (1, 1, 1, 1))), pad
+
+
+def _correlate(values: "torch.Tensor", taps: "torch.Tensor", axis: int) -> "torch.Tensor":
+    """Per sample, sum_i taps[:, i] · (values shifted by i along `axis`), valid part only: float32
+    (N, A, B) values and (N, T) taps -> (N, A - T + 1, B) for axis 1, (N, A, B - T + 1) for axis 2.
+    Summed in tap order, one IEEE multiply and add at a time, so every CPU gets the same bits."""
+    count = taps.shape[1]
+    width = values.shape[axis] - count + 1
+    index = [slice(None)] * 3
+    total = None
+    for i in range(count):
+        index[axis] = slice(i, i + width)
+        term = values[tuple(index)] * taps[:, i].view(-1, 1, 1)
+        total = term if total is None else total.add_(term)
+    return total
+
+
+def _smooth(padded: "torch.Tensor") -> "torch.Tensor":
+    """The 3×3 seed smoothing of a zero-padded float32 (N, S + 2, S + 2) stack: (N, S, S), its
+    non-zero taps summed in row order (see _correlate for why not conv2d)."""
+    rows, cols = padded.shape[1] - 2, padded.shape[2] - 2
+    total = None
+    for dy, row in enumerate(_SEED_SMOOTHING):
+        for dx, weight in enumerate(row):
+            if weight:
+                term = padded[:, dy : dy + rows, dx : dx + cols] * weight
+                total = term if total is None else total.add_(term)
+    return total
 
 
 @dataclass(frozen=True)

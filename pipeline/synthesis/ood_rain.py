@@ -16,8 +16,15 @@ Contract (all three): `gen(clean, rng, **params) -> (rainy, layer, drawn)` with
   drawn  dict of plain python floats/ints/str, "preset" = the generator's name.
 Every random number comes from `rng`, in a fixed order, so a seed gives byte-identical output.
 A keyword in `params` fixes that parameter (it is still drawn, so the later draws do not shift);
-an unknown keyword raises TypeError. Only numpy / scipy.ndimage single-threaded arithmetic is
-used (no FFTs, no threaded reductions), so results match across machines.
+an unknown keyword raises TypeError.
+
+Byte-identical across machines of one kind (x86-64 with AVX2 + FMA, with or without AVX-512): on
+arrays only + - * / sqrt, rounding and single-threaded scipy.ndimage loops run, which IEEE
+arithmetic makes exact on every SIMD width. Transcendentals (cos, sin, exp, pow) go through
+`_elementwise`, Python's math, because numpy picks their SIMD implementation at run time (Intel
+SVML for float64 on AVX-512 CPUs, its own AVX2 code for float32) and those differ from glibc in the
+last bit, which a rounding step can turn into a level of a pixel; no FFTs, no threaded reductions.
+tests/test_determinism.py checks it against other dispatch paths.
 """
 
 from __future__ import annotations
@@ -74,6 +81,35 @@ def _soft_edge(inside_px: np.ndarray, softness: float = 1.0) -> np.ndarray:
     a 1-px pixel shares with the shape, the usual box-filter anti-aliasing of a stamp.
     """
     return np.clip(inside_px / softness + 0.5, 0.0, 1.0)
+
+
+def _elementwise(func: Callable[[float], float], values: np.ndarray) -> np.ndarray:
+    """func (built from Python's math) on every element of a float64 array, same shape.
+
+    Why not numpy's ufunc: see the module docstring. math calls glibc's scalar routines, one
+    code path on every x86-64 with AVX2 + FMA. Repeated values (the sample positions t of
+    streaks of equal length) are computed once."""
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    unique, inverse = np.unique(flat, return_inverse=True)
+    return np.fromiter(map(func, unique.tolist()), np.float64, len(unique))[inverse].reshape(np.shape(values))
+
+
+def _distance(dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """sqrt(dy² + dx²): + * and a correctly rounded sqrt, the same bits on every CPU (np.hypot
+    calls the C library's hypot)."""
+    return np.sqrt(dy * dy + dx * dx)
+
+
+def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """scipy.ndimage.gaussian_filter of float64 HxWxC over H and W (mode 'reflect', truncated at
+    4 sigma), with its weights from math.exp and math.fsum: gaussian_filter builds them with
+    numpy's exp, whose SIMD variant follows the CPU."""
+    radius = int(4.0 * sigma + 0.5)
+    values = [math.exp(-0.5 / (sigma * sigma) * (x * x)) for x in range(-radius, radius + 1)]
+    total = math.fsum(values)
+    weights = np.array([value / total for value in values])
+    blurred = ndimage.correlate1d(image, weights, axis=0, mode="reflect")
+    return ndimage.correlate1d(blurred, weights, axis=1, mode="reflect")
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
@@ -168,9 +204,9 @@ def wind_streaks(clean: np.ndarray, rng: np.random.Generator, **params) -> tuple
     t = (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)) / (counts[owner] - 1)
     # Parabolic path: straight along the wind, sagging sideways ~ t² (a drop pushed by the wind).
     along, side = (t - 0.5) * length[owner], (t * t - 1 / 3) * sag[owner]
-    cos, sin = np.cos(theta[owner]), np.sin(theta[owner])
+    cos, sin = _elementwise(math.cos, theta)[owner], _elementwise(math.sin, theta)[owner]
     cy, cx = mid_y[owner] + along * cos - side * sin, mid_x[owner] + along * sin + side * cos
-    taper = np.sin(np.pi * t) ** 0.7  # thick in the middle, 1 px at the tips
+    taper = _elementwise(lambda x: math.sin(math.pi * x) ** 0.7, t)  # thick in the middle, 1 px at the tips
     radius = 0.5 * (1.0 + (peak[owner] - 1.0) * taper)
     value = bright[owner] * (0.6 + 0.4 * taper)  # tips fade too
     # Anti-aliased disc stamps on a fixed footprint around each sample, merged with max.
@@ -178,7 +214,7 @@ def wind_streaks(clean: np.ndarray, rng: np.random.Generator, **params) -> tuple
     off = np.arange(-reach, reach + 1)
     iy = np.rint(cy)[:, None, None] + off[None, :, None]
     ix = np.rint(cx)[:, None, None] + off[None, None, :]
-    dist = np.hypot(iy - cy[:, None, None], ix - cx[:, None, None])
+    dist = _distance(iy - cy[:, None, None], ix - cx[:, None, None])
     cover = _soft_edge(radius[:, None, None] - dist) * value[:, None, None]
     keep = (cover > 0) & (iy >= 0) & (iy < height) & (ix >= 0) & (ix < width)
     flat = np.zeros(height * width)
@@ -209,7 +245,7 @@ def drops(clean: np.ndarray, rng: np.random.Generator, **params) -> tuple[np.nda
     p.done()
     n = max(1, int(round(per_256 * height * width / 65536)))
     cys, cxs = rng.uniform(0, height, n), rng.uniform(0, width, n)
-    radii = np.exp(rng.uniform(math.log(2.0), math.log(10.0), n))  # many small, few big
+    radii = _elementwise(math.exp, rng.uniform(math.log(2.0), math.log(10.0), n))  # many small, few big
     aspects, phis = rng.uniform(0.75, 1.0, n), rng.uniform(0.0, np.pi, n)
     alpha, shade = np.zeros((height, width)), np.ones((height, width))
     src_y, src_x = np.zeros((height, width)), np.zeros((height, width))
@@ -220,12 +256,12 @@ def drops(clean: np.ndarray, rng: np.random.Generator, **params) -> tuple[np.nda
         dy, dx = np.meshgrid(np.arange(y0, y1) - cy, np.arange(x0, x1) - cx, indexing="ij")
         u = (dx * math.cos(phi) + dy * math.sin(phi)) / r
         v = (-dx * math.sin(phi) + dy * math.cos(phi)) / (r * aspect)
-        inside_px = (1.0 - np.hypot(u, v)) * r * (1 + aspect) / 2  # ~px from the drop's border
+        inside_px = (1.0 - _distance(u, v)) * r * (1 + aspect) / 2  # ~px from the drop's border
         a = _soft_edge(inside_px, edge)
         wins = a > alpha[y0:y1, x0:x1]  # overlapping drops: the more opaque one is seen
         rim_width = max(0.7, 0.2 * r)
         alpha[y0:y1, x0:x1][wins] = a[wins]
-        shade[y0:y1, x0:x1][wins] = (1.0 - rim * np.exp(-((inside_px / rim_width) ** 2)))[wins]
+        shade[y0:y1, x0:x1][wins] = 1.0 - rim * _elementwise(lambda z: math.exp(-z * z), inside_px[wins] / rim_width)
         # A droplet is a tiny lens: it shows the scene around it, inverted and shrunk into it.
         src_y[y0:y1, x0:x1][wins] = (cy - magnify * dy)[wins]
         src_x[y0:y1, x0:x1][wins] = (cx - magnify * dx)[wins]
@@ -233,7 +269,7 @@ def drops(clean: np.ndarray, rng: np.random.Generator, **params) -> tuple[np.nda
     inside = layer > 0
     a = layer[inside].astype(np.float64)[:, None] / 255.0  # from the quantized layer
     coords = np.stack([src_y[inside], src_x[inside]])
-    blurred = ndimage.gaussian_filter(clean.astype(np.float64), sigma=(blur, blur, 0))
+    blurred = _gaussian_blur(clean.astype(np.float64), blur)
     seen = np.stack([ndimage.map_coordinates(blurred[:, :, c], coords, order=1, mode="nearest") for c in range(3)], 1)
     drop_rgb = (255.0 - (255.0 - seen) * (1.0 - lift)) * shade[inside][:, None]
     rainy = clean.copy()

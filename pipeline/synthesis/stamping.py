@@ -60,7 +60,7 @@ def _draw_seeds(amount: "torch.Tensor", height: int, width: int, generator: "tor
     pixels = height * width
     survive = amount.to(device, torch.float64)
     n = survive.shape[0]
-    log_fail = torch.log1p(-survive)[:, None]  # log(1 - amount) <= 0
+    log_fail = _log(survive, complement=True)[:, None]  # log(1 - amount) <= 0
     expected = pixels * float(survive.max())
     block = int(expected + 6 * math.sqrt(expected) + 16)  # runs short about once in a billion
     blocks, last = [], 0.0
@@ -68,7 +68,7 @@ def _draw_seeds(amount: "torch.Tensor", height: int, width: int, generator: "tor
         # floor(log(u) / log(1 - p)) for u ~ U[0,1) is geometric: P(>= k) = (1 - p)^k, the
         # failures before the next survivor. Amount 0 divides by -0.0: +inf, clamped to a gap past
         # the image; amount 1 gives 0 (and nan for u = 0, also 0).
-        gaps = torch.rand((n, block), generator=generator, device=device, dtype=torch.float64).log_()
+        gaps = _log(torch.rand((n, block), generator=generator, device=device, dtype=torch.float64))
         gaps = gaps.div_(log_fail).floor_().nan_to_num_(nan=0.0).clamp_(max=pixels)
         ends = gaps.add_(1).cumsum_(1).add_(last)  # 1-based raster positions of the survivors
         blocks.append(ends)
@@ -81,6 +81,26 @@ def _draw_seeds(amount: "torch.Tensor", height: int, width: int, generator: "tor
     low, span = torch.stack([256.0 * (1.0 - survive), 256.0 * survive]).float().index_select(1, sample)
     value = torch.rand(flat.shape[0], generator=generator, device=device).mul_(span).add_(low)
     return _Seeds(sample, flat // width, flat % width, value)
+
+
+def _log(values: "torch.Tensor", complement: bool = False) -> "torch.Tensor":
+    """log(values), or log(1 - values) with `complement`, of float64 values in [0, 1]; -inf where
+    the argument is 0.
+
+    On CPU through Python's math (glibc's scalar log: one code path on every x86-64 with AVX2 +
+    FMA), not torch's vectorized log, whose implementation (MKL's vector math, Sleef, per SIMD
+    width) follows the CPU: a last-bit change could move a survivor by a pixel on another machine.
+    A few thousand values per image. On CUDA torch's own (the GPU's rain is its own anyway)."""
+    import torch
+
+    if values.device.type != "cpu":
+        return torch.log1p(-values) if complement else torch.log(values)
+    flat = values.flatten().tolist()
+    if complement:
+        logs = [math.log1p(-v) if v < 1.0 else -math.inf for v in flat]
+    else:
+        logs = [math.log(v) if v > 0.0 else -math.inf for v in flat]
+    return torch.tensor(logs, dtype=torch.float64).view(values.shape)
 
 
 def _to_device(seeds: _Seeds, device: "torch.device | str") -> _Seeds:
