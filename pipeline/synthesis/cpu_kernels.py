@@ -4,7 +4,7 @@ In torch, stamping needs one materialized index and one value per (stamp, kernel
 before `scatter_add_`, mirror images of border seeds need a dozen small ops, and normalization,
 input check and composite are each a pass over the image. These loops do the same float32
 arithmetic without the intermediate arrays, one sample at a time in a scratch canvas that stays in
-cache. The CUDA path keeps the torch versions (stamping.py, render.py); tests/test_rain.py checks both agree.
+cache. The CUDA path keeps the torch versions (stamping.py, render.py); tests/data/test_rain.py checks both agree.
 
 Compiled on first use and cached on disk beside this file (`cache=True`: a few seconds once);
 `nogil=True` lets a prefetch thread make rain while the main thread trains.
@@ -12,7 +12,7 @@ Compiled on first use and cached on disk beside this file (`cache=True`: a few s
 Same bits on every CPU, although numba compiles for the host's: never `fastmath` (LLVM then
 keeps each float32 multiply and add apart, no FMA contraction, no reordered sums, whatever the
 vector width) and no math functions; each canvas pixel is summed in seed order.
-tests/test_determinism.py compiles them for a generic CPU and compares.
+tests/data/test_determinism.py compiles them for a generic CPU and compares.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ arithmetic makes exact on every SIMD width. Transcendentals (cos, sin, exp, pow)
 `_elementwise`, Python's math, because numpy picks their SIMD implementation at run time (Intel
 SVML for float64 on AVX-512 CPUs, its own AVX2 code for float32) and those differ from glibc in the
 last bit, which a rounding step can turn into a level of a pixel; no FFTs, no threaded reductions.
-tests/test_determinism.py checks it against other dispatch paths.
+tests/data/test_determinism.py checks it against other dispatch paths.
 """
 
 from __future__ import annotations

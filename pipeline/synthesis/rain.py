@@ -40,7 +40,7 @@ import numpy as np
 from pipeline.synthesis.draws import RainSpec, draw_rain_params, resolve_rain
 from pipeline.synthesis.render import _BAND_PIXELS, _draw_layers
 
-# Re-exported: the names existing importers (tests/test_rain.py, benchmarks/bench_rain.py, callers
+# Re-exported: the names existing importers (tests/data/test_rain.py, benchmarks/bench_rain.py, callers
 # of the engine) take from this module, which was the whole engine before it was split.
 from pipeline.params.rain import RainConfig  # noqa: F401
 from pipeline.synthesis.draws import RainDraw  # noqa: F401

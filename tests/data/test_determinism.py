@@ -156,7 +156,7 @@ from pathlib import Path
 from pipeline.runtime import pin_cpu_dispatch, project_environment
 from pipeline.training.prior import run_prior
 from pipeline.training.train import run_train
-from tests.test_training import tiny_params
+from tests.model.test_training import tiny_params
 root = Path(sys.argv[1])
 pin_cpu_dispatch()  # as the CLI does (the other path's settings come first and stay)
 project_environment(root)
@@ -170,7 +170,7 @@ def _training_workspace(root: Path) -> Path:
     """test_training's tiny workspace with 12 validation images of 48×56 instead of 2 small ones:
     a PSNR over more pixels, so that the comparison measures float drift, not a few pixels."""
     from pipeline.synthesis.rain import synthesize_rain
-    from tests.test_training import build_workspace, tiny_params
+    from tests.model.test_training import build_workspace, tiny_params
 
     params = tiny_params()
     build_workspace(root, params)
@@ -187,7 +187,7 @@ def _training_workspace(root: Path) -> Path:
 @pytest.mark.slow
 def test_training_on_another_float_path_lands_within_the_tolerance(tmp_path: Path):
     from pipeline.io import read_json
-    from tests.test_training import tiny_params
+    from tests.model.test_training import tiny_params
 
     float_paths = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
     metrics = {}
