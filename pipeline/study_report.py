@@ -56,10 +56,12 @@ def _heatmaps(params: Params, rows: list[dict], path: Path) -> None:
             if np.isfinite(v):
                 ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="white", fontsize=8)
         ax.set_xticks(range(len(xs)), xs)
-        ax.set_yticks(range(len(ys)), ys)
         ax.set_xlabel(spec.x.rsplit(".", 1)[-1])
         if ax is axes[0][0]:
+            ax.set_yticks(range(len(ys)), ys)
             ax.set_ylabel(spec.y.rsplit(".", 1)[-1])
+        else:  # the panels share y: labels only on the first, so they never run into the panel on their left
+            ax.set_yticks(range(len(ys)), [""] * len(ys))
         ax.set_title(" / ".join(facet), fontsize=9)
     fig.colorbar(image, ax=axes[0].tolist(), label=f"{objective} (dB, mean over seeds)")
     with atomic_path(path) as tmp:
