@@ -40,15 +40,11 @@ def run_step(step: str, params_path: Path, root: Path) -> dict:
         return entry(params, root)
 
 
-def _print_summary(step: str, summary: dict, seconds: float) -> None:
-    print(f"[raincheck] {step} done in {seconds:.1f} s")
-    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
-
-
 def _cmd_step(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     summary = run_step(args.command, args.params, args.root)
-    _print_summary(args.command, summary, time.perf_counter() - start)
+    print(f"[raincheck] {args.command} done in {time.perf_counter() - start:.1f} s")
+    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     return 0
 
 
@@ -56,7 +52,6 @@ def _cmd_register(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
     from pipeline.registry.register import run_register
     from pipeline.runtime import project_environment
-
     from pipeline.workspace import workspace_lock
 
     project_environment(args.root)
@@ -109,8 +104,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_serve_model(args: argparse.Namespace) -> int:
     """`mlflow models serve` of a registered version, with this interpreter's bin folder first on
     PATH: MLflow starts the server as `exec uvicorn`, which a venv not on PATH lacks (exit 127)."""
-    import os
-
     from pipeline.config import load_params
     from pipeline.tracking import mlflow_client, resolve_version
     from pipeline.runtime import project_environment
@@ -197,7 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     for stage in STAGES:
         step_parser = sub.add_parser(stage.name, parents=[common], help=stage.help, description=stage.help)
         step_parser.set_defaults(handler=_cmd_step)
+    _add_model_commands(sub, common)
+    _add_workspace_commands(sub, common)
+    return parser
 
+
+def _add_model_commands(sub, common: argparse.ArgumentParser) -> None:
+    """register, registry, predict, serve-model: the trained model's way to users."""
     text = "log the evaluated model to MLflow, register it and apply the promotion gate"
     reg = sub.add_parser("register", parents=[common], help=text, description=text + " (resumable; identity is the weights' sha256)")
     reg.add_argument("--flow-run-id", default=None, help="Prefect flow run id to record in the lineage tags")
@@ -231,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5001, help="port (default: %(default)s)")
     serve.set_defaults(handler=_cmd_serve_model)
 
+
+def _add_workspace_commands(sub, common: argparse.ArgumentParser) -> None:
+    """profile, study apply, plots: what changes or shows the workspace around the steps."""
     text = "write profiles/NAME.yaml (an overlay: merged onto its base) into params.yaml and print the diff"
     profile = sub.add_parser("profile", parents=[common], help=text, description=text)
     profile.add_argument("name")
@@ -250,7 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
     plots = sub.add_parser("plots", parents=[common], help=text, description=text + "; `dvc plots show` needs network for vega")
     plots.add_argument("--out", type=Path, default=Path("build/plots"), help="output folder, under --root when relative (default: %(default)s)")
     plots.set_defaults(handler=_cmd_plots)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,15 +288,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _expected(error: Exception) -> bool:
     """Errors a user causes (paths, inputs, registry state), as opposed to bugs."""
+    from mlflow.exceptions import MlflowException  # a project dependency; imported on the error path only
+
     from pipeline.tracking import RegistryError
 
-    if isinstance(error, (FileNotFoundError, ValueError, RegistryError)):
-        return True
-    try:
-        from mlflow.exceptions import MlflowException
-    except ImportError:
-        return False
-    return isinstance(error, MlflowException)
+    return isinstance(error, (FileNotFoundError, ValueError, RegistryError, MlflowException))
 
 
 if __name__ == "__main__":
