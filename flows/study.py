@@ -19,7 +19,6 @@ Run it: `make study` (or `python -m flows study [--root DIR]`).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -127,7 +126,7 @@ def study(root: str = ".", params_file: str = layout.PARAMS) -> dict:
 
     from pipeline.config import ParamsError, digest, load_params, read_params
     from pipeline.lineage import data_digest, git_commit
-    from pipeline.study import cell_params, check_study, convergence, expand_grid
+    from pipeline.study import cell_params, check_study, expand_grid
     from pipeline.study_report import write_study_outputs
 
     workspace = Path(root).resolve()
@@ -152,22 +151,7 @@ def study(root: str = ".", params_file: str = layout.PARAMS) -> dict:
         cell_raw = validated.model_dump(mode="json", exclude_none=True)
         key = digest({"cell": cell_raw, "data": data, "code": commit})
         futures.append((cell, run_cell.with_options(name=f"cell-{cell.cell_id}").submit(workspace, cell.cell_id, cell.label, cell_raw, results_dir, key)))
-    results = []
-    for cell, future in futures:
-        state = future.wait() or future.state
-        if state.is_completed():
-            outcome = future.result()
-            curve = outcome.get("curve") or []
-            results.append({"cell_id": cell.cell_id, "label": cell.label, "overrides": cell.as_dict, "config": cell.config,
-                            "worker": outcome.get("worker"), "metrics": outcome["metrics"], "error": None, "curve": curve, "per_image": outcome.get("per_image"),
-                            "convergence": convergence(curve, study_params.convergence_metric, study_params.convergence_tolerance_db)})
-        else:
-            message = str(state.message or "failed")
-            print(f"cell {cell.cell_id} ({cell.label}) FAILED: {message[:500]}")
-            results.append({"cell_id": cell.cell_id, "label": cell.label, "overrides": cell.as_dict, "config": cell.config,
-                            "metrics": None, "error": message[:2000], "curve": [], "per_image": None,
-                            "convergence": {"converged": False, "delta_db": None, "reason": "failed"}})
-
+    results = [_cell_result(cell, future, study_params) for cell, future in futures]
     summary = write_study_outputs(params, workspace, results, lineage={"git_commit": commit, "data_digest": data})
     print(f"study: {summary['converged']} of {len(results)} cells converged")
     for claim in summary["claims"]:
@@ -175,6 +159,25 @@ def study(root: str = ".", params_file: str = layout.PARAMS) -> dict:
     create_table_artifact(key="study-cells", table=summary["table_rows"], description="every configuration, mean ± std over seeds")
     create_markdown_artifact(key="study-recommendation", markdown=summary["markdown"], description="the study's recommendation")
     return summary
+
+
+def _cell_result(cell, future, study_params) -> dict:
+    """Wait for one cell's task: its metrics, curve and convergence, or its error (a failed cell is
+    reported and counts as not converged; the others go on)."""
+    from pipeline.study import convergence
+
+    state = future.wait() or future.state
+    record = {"cell_id": cell.cell_id, "label": cell.label, "overrides": cell.as_dict, "config": cell.config}
+    if state.is_completed():
+        outcome = future.result()
+        curve = outcome.get("curve") or []
+        return {**record, "worker": outcome.get("worker"), "metrics": outcome["metrics"], "error": None, "curve": curve,
+                "per_image": outcome.get("per_image"),
+                "convergence": convergence(curve, study_params.convergence_metric, study_params.convergence_tolerance_db)}
+    message = str(state.message or "failed")
+    print(f"cell {cell.cell_id} ({cell.label}) FAILED: {message[:500]}")
+    return {**record, "metrics": None, "error": message[:2000], "curve": [], "per_image": None,
+            "convergence": {"converged": False, "delta_db": None, "reason": "failed"}}
 
 
 def task_runner(study):

@@ -67,13 +67,7 @@ def run_curate(params: Params, root: Path) -> dict:
     else:
         remove_stale_outputs(out)  # never leave patches that belong to an earlier manifest
 
-    small = f"smaller than curate.patch_size={cfg.patch_size}"
-    removed = [{"image_id": r["image_id"], "reason": small} for r in too_small]
-    removed += [{**row, "reason": "near-duplicate"} for row in duplicates]
-    _write_frame(out / layout.PHOTOS, photos)
-    _write_frame(out / layout.MANIFEST, manifest)
-    removed.sort(key=lambda row: row["image_id"])
-    write_csv(out / layout.REMOVED, removed, ["image_id", "reason", "duplicate_of", "distance"])
+    _write_tables(out, photos, manifest, too_small, duplicates, cfg.patch_size)
 
     summary = _summary(photo_rows, too_small, duplicates, photos, manifest, cfg, results)
     write_json(out / layout.SUMMARY, summary)
@@ -84,6 +78,17 @@ def run_curate(params: Params, root: Path) -> dict:
         f"near-duplicates, {len(photos)} kept (see {out / layout.REMOVED} and {out / layout.REPORT})",
     )
     return summary
+
+
+def _write_tables(out: Path, photos, manifest, too_small: list[dict], duplicates: list[dict], patch_size: int) -> None:
+    """photos.csv, the patch manifest.csv and removed.csv (too small or near-duplicate, by image id)."""
+    small = f"smaller than curate.patch_size={patch_size}"
+    removed = [{"image_id": r["image_id"], "reason": small} for r in too_small]
+    removed += [{**row, "reason": "near-duplicate"} for row in duplicates]
+    _write_frame(out / layout.PHOTOS, photos)
+    _write_frame(out / layout.MANIFEST, manifest)
+    removed.sort(key=lambda row: row["image_id"])
+    write_csv(out / layout.REMOVED, removed, ["image_id", "reason", "duplicate_of", "distance"])
 
 
 # ----------------------------------------------------------------------------- pass 1: measure

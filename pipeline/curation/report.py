@@ -61,40 +61,50 @@ def write_report(
     grid = figure.add_gridspec(3, 1, height_ratios=[6, 3, 1.3])
     figure.suptitle(title, fontsize=12)
 
-    sheet_axes = figure.add_subplot(grid[0])
+    _sheet_panel(figure.add_subplot(grid[0]), sheet_patches, sheet_values, measure)
+    _histogram_panel(figure.add_subplot(grid[1]), manifest, measure, edges)
+    _counts_panel(figure.add_subplot(grid[2]), counts)
+
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=90, metadata={"Software": None})  # no version: same bytes across installs
+
+
+def _sheet_panel(axes, sheet_patches: np.ndarray, sheet_values: np.ndarray, measure: str) -> None:
+    """The selected training patches as one contact sheet, ordered by complexity."""
     if len(sheet_patches):
-        sheet_axes.imshow(contact_sheet(sheet_patches), interpolation="nearest")
-        sheet_axes.set_title(
+        axes.imshow(contact_sheet(sheet_patches), interpolation="nearest")
+        axes.set_title(
             f"{len(sheet_patches)} selected training patches, ordered by {measure} "
             f"(row-major, {sheet_values.min():.3g} → {sheet_values.max():.3g})",
             fontsize=10,
         )
     else:
-        sheet_axes.text(0.5, 0.5, "no training patches selected", ha="center", va="center")
-    sheet_axes.axis("off")
+        axes.text(0.5, 0.5, "no training patches selected", ha="center", va="center")
+    axes.axis("off")
 
-    hist_axes = figure.add_subplot(grid[1])
+
+def _histogram_panel(axes, manifest, measure: str, edges: np.ndarray) -> None:
+    """Patch complexity per split, the selected patches shaded, the bin edges dashed."""
     values = manifest[measure].to_numpy(dtype=float)
     if len(values):
         bins = np.histogram_bin_edges(values, bins=40)
         for split in SPLITS:
             part = values[(manifest["split"] == split).to_numpy()]
-            hist_axes.hist(part, bins=bins, histtype="step", linewidth=1.5, label=f"{split} ({len(part)})")
+            axes.hist(part, bins=bins, histtype="step", linewidth=1.5, label=f"{split} ({len(part)})")
         chosen = values[manifest["selected"].to_numpy(dtype=bool)]
-        hist_axes.hist(chosen, bins=bins, alpha=0.35, label=f"selected for training ({len(chosen)})")
+        axes.hist(chosen, bins=bins, alpha=0.35, label=f"selected for training ({len(chosen)})")
         for edge in edges:
-            hist_axes.axvline(edge, color="grey", linestyle="--", linewidth=1)
-    hist_axes.set_xlabel(f"patch {measure} (dashed: complexity bin edges)")
-    hist_axes.set_ylabel("patches")
-    hist_axes.legend(fontsize=9)
+            axes.axvline(edge, color="grey", linestyle="--", linewidth=1)
+    axes.set_xlabel(f"patch {measure} (dashed: complexity bin edges)")
+    axes.set_ylabel("patches")
+    axes.legend(fontsize=9)
 
-    text_axes = figure.add_subplot(grid[2])
-    text_axes.axis("off")
+
+def _counts_panel(axes, counts: dict[str, object]) -> None:
+    """label: value lines in two monospace columns."""
+    axes.axis("off")
     items = list(counts.items())
     half = -(-len(items) // 2)
     for column, chunk in enumerate((items[:half], items[half:])):
         body = "\n".join(f"{label:<30} {value}" for label, value in chunk)
-        text_axes.text(0.02 + 0.5 * column, 1.0, body, va="top", family="monospace", fontsize=9)
-
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=90, metadata={"Software": None})  # no version: same bytes across installs
+        axes.text(0.02 + 0.5 * column, 1.0, body, va="top", family="monospace", fontsize=9)

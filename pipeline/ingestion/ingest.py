@@ -56,8 +56,6 @@ def run_ingest(params: Params, root: Path) -> dict:
     Raises IngestError when fewer than ingest.min_images photos are usable or a required source
     is unavailable, and FileNotFoundError for a folder source that does not exist.
     """
-    from tqdm import tqdm
-
     settings = params.ingest
     root = Path(root)
     pool = root / params.paths.pool
@@ -80,26 +78,7 @@ def run_ingest(params: Params, root: Path) -> dict:
                         raise IngestError(f"{key} ({label}) is required but unavailable: {package.error}")
                     unavailable[label] = package.error
                     continue
-                if package.copyright:
-                    licences = building / "licences"
-                    licences.mkdir(exist_ok=True)
-                    (licences / f"{package.package}.copyright").write_text(package.copyright, encoding="utf-8")
-                for member, reason in package.refused:
-                    rejected.append(_rejection(package, member, reason))
-                kept = 0
-                progress = tqdm(package.candidates, desc=label, unit="photo", file=sys.stderr, leave=False)
-                for candidate in progress:
-                    try:
-                        rows.append(_ingest_one(candidate, package, settings, building / "images", seen))
-                        kept += 1
-                    except DecodeError as error:
-                        rejected.append(_rejection(package, candidate.member, str(error)))
-                packages[label] = {
-                    "version": package.version,
-                    "found": len(package.candidates),
-                    "kept": kept,
-                    "rejected": len(package.candidates) - kept,
-                }
+                packages[label] = _ingest_package(package, label, settings, building, seen, rows, rejected)
         if len(rows) < settings.min_images:
             raise IngestError(_too_few_message(len(rows), settings.min_images, rejected, unavailable))
         write_csv(building / layout.MANIFEST, sorted(rows, key=lambda row: row["image_id"]), MANIFEST_COLUMNS)
@@ -117,6 +96,29 @@ def run_ingest(params: Params, root: Path) -> dict:
         "seconds": round(seconds, 1),
         "images_per_s": round(len(rows) / seconds, 2) if seconds > 0 else None,
     }
+
+
+def _ingest_package(package: Package, label: str, settings: Ingest, building: Path, seen: dict,
+                    rows: list[dict], rejected: list[dict]) -> dict:
+    """Store one available package's photos under `building`/images (rows and rejections appended
+    in place, `seen` deduplicating exact copies across packages); returns its summary counts."""
+    from tqdm import tqdm
+
+    if package.copyright:
+        licences = building / "licences"
+        licences.mkdir(exist_ok=True)
+        (licences / f"{package.package}.copyright").write_text(package.copyright, encoding="utf-8")
+    for member, reason in package.refused:
+        rejected.append(_rejection(package, member, reason))
+    kept = 0
+    for candidate in tqdm(package.candidates, desc=label, unit="photo", file=sys.stderr, leave=False):
+        try:
+            rows.append(_ingest_one(candidate, package, settings, building / "images", seen))
+            kept += 1
+        except DecodeError as error:
+            rejected.append(_rejection(package, candidate.member, str(error)))
+    return {"version": package.version, "found": len(package.candidates), "kept": kept,
+            "rejected": len(package.candidates) - kept}
 
 
 def _ingest_one(candidate: Candidate, package: Package, settings: Ingest, images: Path, seen: dict) -> dict:
