@@ -138,6 +138,7 @@ def study(root: str = ".", params_file: str = layout.PARAMS) -> dict:
     # The cells check the pool out of the DVC cache: a fresh clone has none yet, so build it first
     # (ingest when data/ is missing, then `dvc add`), exactly as the retraining flow does.
     refresh_pool(workspace, params_file, refresh=False)
+    _open_tracking_store()
     commit, _ = git_commit(workspace)
     data = data_digest(params, workspace)
     results_dir = state_path(workspace, "study", "results")
@@ -159,6 +160,18 @@ def study(root: str = ".", params_file: str = layout.PARAMS) -> dict:
     create_table_artifact(key="study-cells", table=summary["table_rows"], description="every configuration, mean ± std over seeds")
     create_markdown_artifact(key="study-recommendation", markdown=summary["markdown"], description="the study's recommendation")
     return summary
+
+
+def _open_tracking_store() -> None:
+    """Create the MLflow store (SQLite schema, the `raincheck` experiment) before the cells start.
+
+    Why: every cell's prior and train stages open a live MLflow run on the same store; in a fresh
+    workspace the first two cells then ran the schema migrations at once, and the loser trained
+    without live logging ("duplicate column name: step")."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        from pipeline.tracking import ensure_experiment, mlflow_client
+
+        ensure_experiment(mlflow_client())
 
 
 def _cell_result(cell, future, study_params) -> dict:
