@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 help:
 	@echo "make run    - whole pipeline on the default pool: fetch photos, curate, synthesize, train, evaluate, register"
 	@echo "             (stages declared in pipeline/stages.py; \`python -m pipeline --help\` lists them)"
-	@echo "make test   - the test suite, everything (what CI runs)"
+	@echo "make test   - the test suite, everything (what CI runs; 2 processes, TEST_WORKERS=1 for one)"
 	@echo "make test-fast - the edit loop: every test not marked slow (pytest -m \"not slow\")"
 	@echo "make repro  - the DVC stages alone, without Prefect (dvc repro with the venv on PATH; ARGS=... passed on)"
 	@echo "make plots  - the dvc.yaml plots as PNG files + index.html in build/plots, viewable offline"
@@ -42,11 +42,14 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) -m flows retrain
 
+# TEST_WORKERS=1 runs them in one process. --dist loadfile keeps a file's tests (and its
+# module-scoped workspaces) on one worker.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 # Stage commands in dvc.yaml call `python`: it must be the venv's, hence PATH above.
 repro: $(STAMP)
