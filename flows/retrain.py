@@ -27,11 +27,20 @@ class StageFailed(RuntimeError):
     """A DVC stage exited non-zero; the message carries the stage's own error output."""
 
 
-def run_logged(command: list[str], root: Path, what: str, env_extra: dict[str, str] | None = None) -> str:
-    """Run a command in the workspace, streaming its output to the Prefect log; returns it."""
-    logger = get_run_logger()
+def subprocess_env(env_extra: dict[str, str | None] | None = None) -> dict[str, str]:
+    """This process's environment with `env_extra` applied (a None value removes the variable),
+    and this interpreter's bin/ first on PATH, for the stages' subprocesses."""
     env = {**os.environ, **(env_extra or {})}
+    env = {name: value for name, value in env.items() if value is not None}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def run_logged(command: list[str], root: Path, what: str, env_extra: dict[str, str | None] | None = None) -> str:
+    """Run a command in the workspace, streaming its output to the Prefect log; returns it.
+    `env_extra`: variables to set (or, with None, to remove) for the command."""
+    logger = get_run_logger()
+    env = subprocess_env(env_extra)
     process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines = []
     for line in process.stdout:
