@@ -103,9 +103,18 @@ def cell_env(threads: int) -> dict[str, str | None]:
     return env
 
 
+# The stages that cells of one curation share: the curated data, the suites, the prior (upstream of
+# `train` in dvc.yaml). One cell at a time runs them; a cell that comes second restores them from
+# DVC's run cache. Two cells of a fresh clone used to compute the same outputs and commit them to the
+# shared DVC cache at the same moment, and one of them then read a broken suite image in `evaluate`.
+SHARED_STAGES = ("synthesize", "prior")
+
+
 @task(name="cell")
 def run_cell(root: Path, cell_id: str, label: str, params: dict, results_dir: Path, key: str) -> dict:
     """Run one cell's stages through `evaluate`; returns its metrics (cached by `key`)."""
+    from filelock import FileLock
+
     from pipeline.io import read_json, write_json
 
     logger = get_run_logger()
@@ -116,8 +125,10 @@ def run_cell(root: Path, cell_id: str, label: str, params: dict, results_dir: Pa
     started = time.time()
     cell_dir = state_path(root, "study", "cells", cell_id)
     _prepare_cell(root, cell_dir, params)
-    run_logged([sys.executable, "-m", "dvc", "repro", "evaluate"], cell_dir, f"cell {cell_id}",
-               cell_env(params["train"]["threads"]))
+    env = cell_env(params["train"]["threads"])
+    with FileLock(str(state_path(root, "study", "shared-stages.lock"))):
+        run_logged([sys.executable, "-m", "dvc", "repro", *SHARED_STAGES], cell_dir, f"cell {cell_id}", env)
+    run_logged([sys.executable, "-m", "dvc", "repro", "evaluate"], cell_dir, f"cell {cell_id}", env)
     evaluation, model = cell_dir / params["paths"]["evaluation"], cell_dir / params["paths"]["model"]
     result = {"cell_id": cell_id, "label": label, "worker": _dask_worker(), "metrics": read_json(evaluation / layout.METRICS),
               "train": read_json(model / layout.METRICS), "curve": _read_csv(model / layout.LOG),

@@ -7,6 +7,7 @@ cell records the Dask worker that ran it, its learning curve and its per-image s
 from __future__ import annotations
 
 import csv
+import re
 import sys
 
 import pytest
@@ -35,6 +36,13 @@ def test_cells_run_on_two_dask_workers(dask_run):
     assert len(workers) == 2 and all(w.startswith("tcp://127.0.0.1:") for w in workers), workers
     # Both cells open live MLflow runs at once on a store the flow created first (no migration race).
     assert "live MLflow logging off" not in out
+    # The stages the cells share (curation, suites, prior) run for one cell at a time, under the
+    # study's lock: never two cells writing the same objects into the shared DVC cache at once.
+    shared = re.findall(r"cell (\w+) \| (?:Running stage|Stage) '(?:curate|synthesize|prior)'(?::| is cached)", out)
+    assert len(shared) == 6, shared  # 3 stages, run or restored, in each of the 2 cells
+    runs = [cell for i, cell in enumerate(shared) if i == 0 or shared[i - 1] != cell]
+    assert len(runs) == 2, f"the cells' shared stages interleaved: {shared}"
+    assert out.count("Running stage 'curate'") == 1  # the second cell restored it from DVC's run cache
 
 
 def test_curves_convergence_and_verdicts_are_reported(dask_run):
