@@ -2,7 +2,7 @@
 study cell's changes to it (flows.study.cell_env).
 
 Why it matters: a Dask nanny exports MALLOC_TRIM_THRESHOLD_=65536 to its workers; a cell's
-training inherited it and ran 1.55x slower (README, "The quick study as measured").
+training inherited it and ran 1.55x slower (README, "The generalization study", Scale-out).
 """
 
 from __future__ import annotations
