@@ -32,6 +32,7 @@ from prefect import flow, get_run_logger, task
 from flows.retrain import refresh_pool, run_logged
 from pipeline import layout
 from pipeline.runtime import state_path
+from pipeline.stages import DVC_STAGES
 
 
 def _git(root: Path, *args: str) -> str:
@@ -103,11 +104,11 @@ def cell_env(threads: int) -> dict[str, str | None]:
     return env
 
 
-# The stages that cells of one curation share: the curated data, the suites, the prior (upstream of
-# `train` in dvc.yaml). One cell at a time runs them; a cell that comes second restores them from
-# DVC's run cache. Two cells of a fresh clone used to compute the same outputs and commit them to the
+# The stages that cells of one curation share: every DVC stage before `train` (the curated data, the
+# suites, the prior). One cell at a time runs them; a cell that comes second restores them from DVC's
+# run cache. Two cells of a fresh clone used to compute the same outputs and commit them to the
 # shared DVC cache at the same moment, and one of them then read a broken suite image in `evaluate`.
-SHARED_STAGES = ("synthesize", "prior")
+SHARED_STAGES = DVC_STAGES[: DVC_STAGES.index("train")]
 
 
 @task(name="cell")
