@@ -47,8 +47,15 @@ ARMS = {
     "masked_subtract_dz30": {"type": "masked_prior", "blocks": 2, "composition": "subtract", "mask_deadzone": 0.3, "bright_gate": 0},
     "masked_prior_gated": {"type": "masked_prior", "blocks": 2, "bright_gate": 11},
     "masked_subtract_gated": {"type": "masked_prior", "blocks": 2, "composition": "subtract", "mask_deadzone": 0.3, "bright_gate": 11},
+    "masked_prior_streak": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4},
+    "masked_prior_streak_wide": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 24},
+    "masked_prior_streak_16": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 16},
+    "masked_prior_streak_ms": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_scales": [1, 2]},
+    "masked_prior_streak_wide_ms": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 24,
+                                    "mask_scales": [1, 2]},
 }
-INFERENCE_FIDELITY = {"fused_prior@0.5": 0.5}
+# "<arm>@<setting>": the weights trained for <arm>, evaluated with these model attributes changed
+INFERENCE_SETTINGS = {"fused_prior@0.5": {"fidelity": 0.5}, "masked_prior_streak_wide@full": {"mask_scales": (1,)}}
 
 
 def arm_params(base: dict, arm: str, model_dir: Path, iterations: int | None):
@@ -98,8 +105,8 @@ def run_arm(arm: str, base: dict, work: Path, iterations: int | None, trained: d
             run_train(params, REPO, show_progress=False)
             trained[source] = time.perf_counter() - began
         model, train_seconds = load_derain_model(work / source / "model.pt"), trained[source]
-    if arm in INFERENCE_FIDELITY:
-        model.fidelity = INFERENCE_FIDELITY[arm]
+    for name, value in INFERENCE_SETTINGS.get(arm, {}).items():
+        setattr(model, name, value)
     torch.set_num_threads(params.train.threads)
     result = evaluate_model(model, load_suites(params, REPO), params.evaluate.mask_threshold, report_images=0,
                             tile=params.evaluate.tile, overlap=params.evaluate.overlap)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import MaskedFusedSpec, MaskedPriorSpec, PriorResNetSpec
+from pipeline.models.gates import GATE_SCALE, STREAK_WINDOW, bright_excess, streak_alignment
 from pipeline.models.registry import register_architecture, register_variant
 from pipeline.models.resnet import DerainNet, activation
 
@@ -49,26 +50,6 @@ class RainMaskHead(nn.Module):
         return self.to_logits(self.features(padded))
 
 
-GATE_SCALE = 0.05  # top-hat (0..1) at which the gate is fully open: 13 grey levels brighter than around
-
-
-def bright_excess(x: torch.Tensor, window: int) -> torch.Tensor:
-    """White top-hat of the grey image, (N, 1, H, W) in [0, 1]: how much brighter each pixel is
-    than the grey-level opening (erosion then dilation) over `window` x `window` px, i.e. the light
-    of bright structures thinner than the window. 0 beside a streak (its halo) and on flat areas.
-    Separable min/max pools with edge replication: O(window) per pixel."""
-    grey = x.mean(dim=1, keepdim=True)
-    pad = window // 2
-
-    def pool(image: torch.Tensor, sign: float) -> torch.Tensor:  # max (sign 1) or min (sign -1)
-        image = F.pad(image * sign, (pad, pad, 0, 0), mode="replicate")
-        image = F.max_pool2d(image, (1, window), stride=1)
-        image = F.pad(image, (0, 0, pad, pad), mode="replicate")
-        return F.max_pool2d(image, (window, 1), stride=1) * sign
-
-    return (grey - pool(pool(grey, -1.0), 1.0)).clamp(min=0.0)
-
-
 SATURATED = 0.94  # darkest channel above this: a saturating add may have clipped the content away
 
 
@@ -89,13 +70,19 @@ class MaskedComposition(DerainNet):
     inference nothing is kept.
     """
 
-    def __init__(self, branch: DerainNet, mask_channels: int, deadzone: float = 0.0, composition: str = "replace",
-                 bright_gate: int = 0):
+    def __init__(self, branch: DerainNet, spec: MaskedPriorSpec | MaskedFusedSpec):
         super().__init__()
         self.branch = branch
         self.stride = branch.stride
-        self.deadzone = deadzone
-        self.bright_gate = bright_gate | 1 if bright_gate else 0  # an odd window: centred
+        self.deadzone = spec.mask_deadzone
+        self.bright_gate = spec.bright_gate | 1 if spec.bright_gate else 0  # an odd window: centred
+        self.streak_gate = spec.streak_gate
+        # At inference the head also reads the input downscaled by each further factor and keeps the
+        # most confident answer: a streak wider than any it was trained on looks, at half size, like
+        # one it knows. Training reads full resolution only: trained through the maximum, the head
+        # learned to leave wide rain to the coarse pass and found less of it (README, the ablation).
+        self.mask_scales = tuple(spec.mask_scales)
+        composition = spec.composition
         self.darken = composition == "darken"
         # subtract: every rain model here adds light, so where the content shows through, the
         # input minus the estimated rain light a is exact; only where the rain saturated the pixel
@@ -103,7 +90,7 @@ class MaskedComposition(DerainNet):
         # costs m·a (L1 trains a toward the median rain light there: 0), not m·|P(x) - x| (the
         # prior's blur of fine detail, and the streak's light smeared into its neighbours).
         self.subtract = composition == "subtract"
-        self.mask_head = RainMaskHead(mask_channels, outputs=2 if self.subtract else 1)
+        self.mask_head = RainMaskHead(spec.mask_channels, outputs=2 if self.subtract else 1)
         self.aux: dict[str, torch.Tensor] = {}
 
     @property
@@ -118,18 +105,32 @@ class MaskedComposition(DerainNet):
 
     def rain_mask(self, x: torch.Tensor) -> torch.Tensor:
         """The composition mask m (N, 1, H, W) in [0, 1] of a batch (sides multiples of stride)."""
-        return self._gated(x, self._mask(self.mask_head(x)[:, :1]))[0]
+        return self._gated(x, self._mask(self._heads(x)[:, :1]))[0]
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's outputs (N, outputs, H, W); at inference the mask logit (channel 0) is the largest
+        over `mask_scales`."""
+        heads = self.mask_head(x)
+        for factor in () if self.training else self.mask_scales[1:]:
+            coarse = self.mask_head(F.avg_pool2d(x, factor, ceil_mode=True))[:, :1]
+            coarse = F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            heads = torch.cat([torch.maximum(heads[:, :1], coarse), heads[:, 1:]], dim=1)
+        return heads
 
     def _gated(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(mask times the bright gate, the top-hat excess) or (mask, None) without a gate."""
-        if not self.bright_gate:
+        """(mask times the gates that are on, the top-hat excess when the bright gate is on, else None)."""
+        if not (self.bright_gate or self.streak_gate):
             return mask, None
-        excess = bright_excess(x, self.bright_gate)
-        return mask * (excess / GATE_SCALE).clamp(max=1.0), excess
+        excess = bright_excess(x, self.bright_gate or STREAK_WINDOW)
+        if self.bright_gate:
+            mask = mask * (excess / GATE_SCALE).clamp(max=1.0)
+        if self.streak_gate:
+            mask = mask * streak_alignment(excess, self.streak_gate)
+        return mask, excess if self.bright_gate else None
 
     def restore(self, x: torch.Tensor, return_latent: bool):
         drawn, latent = self.branch.restore(x, return_latent)
-        heads = self.mask_head(x)
+        heads = self._heads(x)
         logits = heads[:, :1]
         if self.training:
             self.aux = {"mask_logits": logits, "drawn": drawn}
@@ -155,14 +156,14 @@ def _prior_branch(spec, prior) -> DerainNet:
 
 @register_architecture("masked_prior", MaskedPriorSpec)
 def build_masked_prior(spec: MaskedPriorSpec, prior=None, **_: object) -> MaskedComposition:
-    return MaskedComposition(_prior_branch(spec, prior), spec.mask_channels, spec.mask_deadzone, spec.composition, spec.bright_gate)
+    return MaskedComposition(_prior_branch(spec, prior), spec)
 
 
 @register_architecture("masked_fused", MaskedFusedSpec)
 def build_masked_fused(spec: MaskedFusedSpec, prior=None, **_: object) -> MaskedComposition:
-    return MaskedComposition(_prior_branch(spec, prior), spec.mask_channels, spec.mask_deadzone, spec.composition, spec.bright_gate)
+    return MaskedComposition(_prior_branch(spec, prior), spec)
 
 
-# bright_gate 0: the tests' tiny variants predate the gate (the spec's default is params.yaml's 11)
-register_variant("masked_prior_tiny", {"type": "masked_prior", "blocks": 1, "mask_channels": 4, "bright_gate": 0})
-register_variant("masked_fused_tiny", {"type": "masked_fused", "blocks": 1, "mask_channels": 4, "detail_channels": 4, "bright_gate": 0})
+# gates off: the tests' tiny variants predate them (the spec's defaults are params.yaml's)
+register_variant("masked_prior_tiny", {"type": "masked_prior", "blocks": 1, "mask_channels": 4, "bright_gate": 0, "streak_gate": 0})
+register_variant("masked_fused_tiny", {"type": "masked_fused", "blocks": 1, "mask_channels": 4, "detail_channels": 4, "bright_gate": 0, "streak_gate": 0})

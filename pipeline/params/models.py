@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from pipeline.params.base import Strict
 
@@ -63,6 +63,16 @@ class PriorResNetSpec(Strict):
     init_from_prior: bool = True
 
 
+def _full_resolution_first(scales: list[int]) -> list[int]:
+    if scales[0] != 1 or any(b <= a for a, b in zip(scales, scales[1:])):
+        raise ValueError(f"mask_scales {scales}: start with 1 (full resolution), then increasing factors, e.g. [1, 2]")
+    return scales
+
+
+MaskScales = Annotated[list[Annotated[int, Field(ge=1, le=8)]], Field(min_length=1, max_length=4),
+                       AfterValidator(_full_resolution_first)]
+
+
 class MaskedPriorSpec(Strict):
     """JORDER-style mask composition (pipeline.models.masked): out = (1 - m)·x + m·prior_resnet(x).
 
@@ -74,7 +84,7 @@ class MaskedPriorSpec(Strict):
     type: Literal["masked_prior"]
     blocks: int = Field(ge=1, le=64)
     init_from_prior: bool = True
-    mask_channels: int = Field(12, ge=4, le=256)
+    mask_channels: int = Field(16, ge=4, le=256)
     mask_deadzone: float = Field(0.1, ge=0, lt=1)  # mask values below this count as 0: pixel kept exactly
     # replace: (1 - m)·x + m·P(x) | darken: P(x) may only remove light | subtract: the head also
     # estimates the rain's light a and where content is lost o; re-drawing = (1 - o)·(x - a) + o·P(x)
@@ -82,6 +92,13 @@ class MaskedPriorSpec(Strict):
     # Rain adds light to thin structures: a pixel is re-drawn only as far as it is brighter than its
     # surroundings (white top-hat over a bright_gate x bright_gate window); 0 = no gate.
     bright_gate: int = Field(11, ge=0, le=63)
+    # The streaks of one shower share a direction: a bright pixel is re-drawn only as far as its
+    # structure lies along the image's dominant direction, fully at this agreement (0..1]; 0 = no gate. Read on the
+    # top-hat over the bright_gate window (11 px when the bright gate is off).
+    streak_gate: float = Field(0.4, ge=0, le=1)
+    # Downscaling factors the mask head also reads the input at, at inference (the most confident
+    # answer wins): [1, 2] finds streaks up to twice as wide as the training rain's. Starts with 1.
+    mask_scales: MaskScales = Field(default_factory=lambda: [1])
 
 
 class FusedPriorSpec(Strict):
@@ -102,12 +119,19 @@ class MaskedFusedSpec(Strict):
     type: Literal["masked_fused"]
     blocks: int = Field(ge=1, le=64)
     init_from_prior: bool = True
-    mask_channels: int = Field(12, ge=4, le=256)
+    mask_channels: int = Field(16, ge=4, le=256)
     mask_deadzone: float = Field(0.1, ge=0, lt=1)
     composition: Literal["replace", "darken", "subtract"] = "replace"
     # Rain adds light to thin structures: a pixel is re-drawn only as far as it is brighter than its
     # surroundings (white top-hat over a bright_gate x bright_gate window); 0 = no gate.
     bright_gate: int = Field(11, ge=0, le=63)
+    # The streaks of one shower share a direction: a bright pixel is re-drawn only as far as its
+    # structure lies along the image's dominant direction, fully at this agreement (0..1]; 0 = no gate. Read on the
+    # top-hat over the bright_gate window (11 px when the bright gate is off).
+    streak_gate: float = Field(0.4, ge=0, le=1)
+    # Downscaling factors the mask head also reads the input at, at inference (the most confident
+    # answer wins): [1, 2] finds streaks up to twice as wide as the training rain's. Starts with 1.
+    mask_scales: MaskScales = Field(default_factory=lambda: [1])
     detail_channels: int = Field(16, ge=4, le=256)
     fidelity: float = Field(1.0, ge=0, le=2)
 

@@ -45,7 +45,7 @@ class Train(Strict):
     rain: TrainRain
     iterations: int = Field(1500, ge=1)
     batch_size: int = Field(8, ge=1)
-    lr: float = Field(1e-3, gt=0, lt=1)
+    lr: float = Field(2e-3, gt=0, lt=1)
     betas: tuple[float, float] = (0.9, 0.99)
     milestones: list[float] = Field(default_factory=lambda: [0.6, 0.85])
     ema_decay: float = Field(0.999, ge=0, lt=1)

@@ -51,10 +51,10 @@ def test_duplicate_key_through_the_cli_exits_2_with_one_line(tmp_path: Path):
 
 
 def test_merge_keys_and_exponent_floats_still_load(tmp_path: Path):
-    text = (REPO / "params.yaml").read_text().replace("lr: 0.001 ", "lr: 1e-3 ")
+    text = (REPO / "params.yaml").read_text().replace("lr: 0.002 ", "lr: 2e-3 ")
     path = tmp_path / "params.yaml"
     path.write_text(text)
-    assert load_params(path).train.lr == pytest.approx(1e-3)
+    assert load_params(path).train.lr == pytest.approx(2e-3)
 
 
 # ----------------------------------------------------------------------------- strict types

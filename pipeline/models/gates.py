@@ -1,0 +1,70 @@
+"""Gates on the rain mask: what the composition may re-draw, from the physics of the rain models.
+
+Every rain model here adds light to thin structures, and the streaks of one shower fall at (nearly)
+one angle. Both facts are cheap to measure on the input and hold for rain kinds the mask head never
+saw, so they multiply the learned mask (pipeline.models.masked):
+
+- `bright_excess`: how much brighter a pixel is than its surroundings (white top-hat);
+- `streak_alignment`: how well the bright structure through a pixel is oriented along the image's
+  dominant streak direction. A pebble's highlight or a leaf is bright but turns every way; a
+  streak lies along the shower.
+
+Shapes: x float32 (N, 3, H, W) in [0, 1]; gates (N, 1, H, W) in [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+GATE_SCALE = 0.05  # top-hat (0..1) at which the bright gate is fully open: 13 grey levels brighter than around
+STREAK_WINDOW = 11  # px: the top-hat window the streak gate and the opened branch input use without the bright gate
+ALIGNMENT_SIGMA = 3.0  # px: structure-tensor smoothing, wide enough to reach the middle of a 7-px streak from its edges
+
+
+def opening(image: torch.Tensor, window: int) -> torch.Tensor:
+    """Grey-level opening (erosion then dilation) of every channel over `window` x `window` px,
+    same shape as `image` (N, C, H, W): bright structures thinner than the window are replaced by
+    their surroundings, everything wider is kept. Separable min/max pools with edge replication."""
+    pad = window // 2
+
+    def pool(values: torch.Tensor, sign: float) -> torch.Tensor:  # max (sign 1) or min (sign -1)
+        values = F.pad(values * sign, (pad, pad, 0, 0), mode="replicate")
+        values = F.max_pool2d(values, (1, window), stride=1)
+        values = F.pad(values, (0, 0, pad, pad), mode="replicate")
+        return F.max_pool2d(values, (window, 1), stride=1) * sign
+
+    return pool(pool(image, -1.0), 1.0)
+
+
+def bright_excess(x: torch.Tensor, window: int) -> torch.Tensor:
+    """White top-hat of the grey image, (N, 1, H, W) in [0, 1]: how much brighter each pixel is
+    than its opening over `window` x `window` px, i.e. the light of bright structures thinner than
+    the window. 0 beside a streak (its halo) and on flat areas."""
+    grey = x.mean(dim=1, keepdim=True)
+    return (grey - opening(grey, window)).clamp(min=0.0)
+
+
+def streak_alignment(excess: torch.Tensor, open_at: float) -> torch.Tensor:
+    """(N, 1, H, W) in [0, 1] from the top-hat `excess` (N, 1, H, W): 1 where the bright structure
+    is oriented along the image's dominant direction with at least `open_at` (0..1] of full
+    agreement, falling linearly to 0 at no agreement (unoriented, or across the dominant direction).
+
+    The structure tensor J of the top-hat, smoothed over ALIGNMENT_SIGMA, gives each pixel an
+    orientation as the double-angle vector v = (Jxx - Jyy, 2 Jxy), |v| <= trace(J); the image's
+    dominant orientation is the direction of the sum of v over the image (energy-weighted, so the
+    many streaks of a shower outvote scattered texture). Agreement = v · dominant / trace(J), in
+    [-1, 1]. Computed per image (per tile when tiled), from the input alone.
+    """
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    grad_y, grad_x = torch.gradient(excess, dim=(2, 3))
+    radius = int(3 * ALIGNMENT_SIGMA)
+    tensor = gaussian_blur(torch.cat([grad_x * grad_x, grad_y * grad_y, grad_x * grad_y], dim=1),
+                           [2 * radius + 1] * 2, [ALIGNMENT_SIGMA] * 2)
+    jxx, jyy, jxy = tensor.split(1, dim=1)
+    vx, vy = jxx - jyy, 2.0 * jxy
+    dominant = torch.cat([vx.sum((2, 3), keepdim=True), vy.sum((2, 3), keepdim=True)], dim=1)
+    dominant = dominant / dominant.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    agreement = (vx * dominant[:, :1] + vy * dominant[:, 1:]) / (jxx + jyy).clamp(min=1e-12)
+    return (agreement / open_at).clamp(0.0, 1.0)

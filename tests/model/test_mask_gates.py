@@ -1,0 +1,80 @@
+"""The mask gates (pipeline.models.gates): what the composition may re-draw, measured on the input.
+
+Guarantees: with the streak gate on, a bright structure along the image's streaks stays open
+while a bright dot (no orientation) and a bright line across the streaks are closed, so the
+masked model returns those pixels bit for bit; the coarse mask pass (`mask_scales`) can only add
+rain, and only at inference.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from pipeline.config import ParamsError, parse_params, read_params
+from pipeline.models.factory import create_model
+from pipeline.models.gates import bright_excess, streak_alignment
+
+
+def shower(size: int = 96) -> torch.Tensor:
+    """(1, 3, size, size) grey 0.3 with six vertical 1-px streaks of light 0.6, one horizontal 1-px
+    line across them (rows 70, columns 60..90) and a 3x3 bright dot at (20, 80)."""
+    x = torch.full((1, 3, size, size), 0.3)
+    for column in range(8, 56, 8):
+        x[:, :, 10:60, column] = 0.9
+    x[:, :, 70, 60:90] = 0.9
+    x[:, :, 19:22, 79:82] = 0.9
+    return x
+
+
+def test_streaks_along_the_shower_stay_open_and_a_dot_or_a_crossing_line_closes():
+    excess = bright_excess(shower(), 11)
+    gate = streak_alignment(excess, open_at=0.4)
+    assert gate.shape == (1, 1, 96, 96) and 0 <= gate.min() and gate.max() <= 1
+    assert gate[0, 0, 20:50, 8:56:8].min() > 0.99  # the middle of every vertical streak
+    assert gate[0, 0, 70, 65:85].max() < 0.01  # the horizontal line: across the shower
+    assert gate[0, 0, 20, 80] < 0.01  # the dot's centre: no orientation
+
+
+def test_the_masked_model_keeps_what_the_streak_gate_closes_bit_for_bit():
+    torch.manual_seed(0)
+    prior = create_model("vq_autoencoder_tiny").eval()
+    gated = create_model("masked_prior_tiny", prior=prior, bright_gate=11, streak_gate=0.4).eval()
+    ungated = create_model("masked_prior_tiny", prior=prior, bright_gate=11).eval()
+    x = shower()
+    with torch.no_grad():
+        for model in (gated, ungated):
+            model.mask_head.to_logits.bias.fill_(1e4)  # the head marks every pixel as rain
+        out, ungated_mask = gated(x), ungated.rain_mask(x)
+    assert torch.equal(out[:, :, 70, 65:85], x[:, :, 70, 65:85])  # the crossing line comes back as it was
+    assert torch.equal(out[:, :, 20, 80], x[:, :, 20, 80])
+    assert not torch.equal(out[:, :, 20:50, 8], x[:, :, 20:50, 8])  # a streak is re-drawn
+    assert ungated_mask[0, 0, 70, 65:85].min() > 0.99  # the bright gate alone would have re-drawn the line
+
+
+def test_the_coarse_mask_pass_only_adds_rain_and_only_at_inference():
+    """mask_scales [1, 2]: at inference the mask is the larger of the full- and half-size passes
+    (never smaller than the full-size mask alone); in training the full-size pass alone."""
+    torch.manual_seed(0)
+    prior = create_model("vq_autoencoder_tiny").eval()
+    single = create_model("masked_prior_tiny", prior=prior, mask_deadzone=0.0)
+    both = create_model("masked_prior_tiny", prior=prior, mask_deadzone=0.0, mask_scales=[1, 2])
+    both.load_state_dict(single.state_dict())
+    with torch.no_grad():
+        for weights in single.mask_head.parameters():
+            weights.normal_(0, 0.5)  # a head with spatially varying answers
+        both.mask_head.load_state_dict(single.mask_head.state_dict())
+        x = shower()
+        fine, coarse = single.eval().rain_mask(x), both.eval().rain_mask(x)
+        assert (coarse >= fine).all() and (coarse > fine + 1e-3).any()
+        assert torch.equal(both.train().rain_mask(x), single.train().rain_mask(x))
+
+
+@pytest.mark.parametrize("scales", [[2], [1, 1], [1, 4, 2]])
+def test_mask_scales_must_start_at_full_resolution_and_increase(scales):
+    raw = read_params("params.yaml")
+    raw["train"]["model"]["mask_scales"] = scales
+    with pytest.raises(ParamsError, match=rf"train\.model.*mask_scales {re.escape(str(scales))}: start with 1"):
+        parse_params(raw, "params.yaml")
