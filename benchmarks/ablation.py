@@ -11,7 +11,15 @@ swapped) on the workspace's curated patches and prior, then is scored on every s
 - `masked_prior`: JORDER-style rain mask, out = (1 - m) x + m prior(x);
 - `masked_fused`: the mask composition with the fused branch;
 - `masked_subtract`: the mask composition whose re-drawing subtracts the estimated rain light where
-  the content shows through and uses the prior only where the rain hid it.
+  the content shows through and uses the prior only where the rain hid it;
+- `masked_prior_streak_<12|16|24>`: the streak gate trained in, by width of the mask head (16 is
+  the default); `@coarse` adds the inference-only half-size mask pass, `@no_streak` turns the gate
+  off at inference, `masked_prior_gated@streak` turns it on for weights trained without it.
+
+`<arm>@<setting>` evaluates the weights trained for `<arm>` (in the same invocation) with a model
+attribute changed (INFERENCE_SETTINGS). The arms before the streak gate pin its earlier defaults
+(12-channel head, no streak gate); every arm trains with params.yaml's `train` section, whose lr
+became 2e-3 with the streak gate (the README's rows say which lr each was measured at).
 
 It needs the workspace's build/curated, build/prior and build/suites (after `make run`, or
 `make repro ARGS=synthesize` and `make repro ARGS=prior`). Writes benchmarks/results/ablation.json
@@ -33,29 +41,43 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+BEFORE_STREAKS = {"mask_channels": 12, "streak_gate": 0}  # the code defaults are now 16 and 0.4
 ARMS = {
     "classical_median": {"type": "classical_median"},
     "resnet": {"type": "resnet", "channels": 32, "blocks": 4},
     "prior_resnet": {"type": "prior_resnet", "blocks": 2},
     "fused_prior": {"type": "fused_prior", "blocks": 2},
     "fused_prior@0.5": {"type": "fused_prior", "blocks": 2},  # same weights, fidelity 0.5 at inference
-    # bright_gate 0: the ungated arms (the code default, like params.yaml, is 11)
-    "masked_prior": {"type": "masked_prior", "blocks": 2, "bright_gate": 0},
-    "masked_fused": {"type": "masked_fused", "blocks": 2, "bright_gate": 0},
-    "masked_subtract": {"type": "masked_prior", "blocks": 2, "composition": "subtract", "bright_gate": 0},
-    "masked_prior_dz50": {"type": "masked_prior", "blocks": 2, "mask_deadzone": 0.5, "bright_gate": 0},
-    "masked_subtract_dz30": {"type": "masked_prior", "blocks": 2, "composition": "subtract", "mask_deadzone": 0.3, "bright_gate": 0},
-    "masked_prior_gated": {"type": "masked_prior", "blocks": 2, "bright_gate": 11},
-    "masked_subtract_gated": {"type": "masked_prior", "blocks": 2, "composition": "subtract", "mask_deadzone": 0.3, "bright_gate": 11},
-    "masked_prior_streak": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4},
-    "masked_prior_streak_wide": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 24},
+    # The arms before the streak gate: 12-channel head, no streak gate (bright_gate 0: ungated)
+    "masked_prior": {"type": "masked_prior", "blocks": 2, "bright_gate": 0, **BEFORE_STREAKS},
+    "masked_fused": {"type": "masked_fused", "blocks": 2, "bright_gate": 0, **BEFORE_STREAKS},
+    "masked_subtract": {"type": "masked_prior", "blocks": 2, "composition": "subtract", "bright_gate": 0, **BEFORE_STREAKS},
+    "masked_prior_dz50": {"type": "masked_prior", "blocks": 2, "mask_deadzone": 0.5, "bright_gate": 0, **BEFORE_STREAKS},
+    "masked_subtract_dz30": {"type": "masked_prior", "blocks": 2, "composition": "subtract", "mask_deadzone": 0.3, "bright_gate": 0,
+                             **BEFORE_STREAKS},
+    "masked_prior_gated": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, **BEFORE_STREAKS},
+    "masked_prior_gated@streak": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, **BEFORE_STREAKS},
+    "masked_subtract_gated": {"type": "masked_prior", "blocks": 2, "composition": "subtract", "mask_deadzone": 0.3, "bright_gate": 11,
+                              **BEFORE_STREAKS},
+    # The streak gate, trained in, by width of the mask head (16: the default)
+    "masked_prior_streak_12": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 12},
+    "masked_prior_streak_12@coarse": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 12},
     "masked_prior_streak_16": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 16},
-    "masked_prior_streak_ms": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_scales": [1, 2]},
-    "masked_prior_streak_wide_ms": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 24,
-                                    "mask_scales": [1, 2]},
+    "masked_prior_streak_16@coarse": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 16},
+    "masked_prior_streak_16@no_streak": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 16},
+    "masked_prior_streak_24": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 24},
+    "masked_prior_streak_24@coarse": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 24},
 }
 # "<arm>@<setting>": the weights trained for <arm>, evaluated with these model attributes changed
-INFERENCE_SETTINGS = {"fused_prior@0.5": {"fidelity": 0.5}, "masked_prior_streak_wide@full": {"mask_scales": (1,)}}
+# (coarse: the inference-only half-size mask pass, `mask_scales: [1, 2]`)
+INFERENCE_SETTINGS = {
+    "fused_prior@0.5": {"fidelity": 0.5},
+    "masked_prior_gated@streak": {"streak_gate": 0.4},
+    "masked_prior_streak_12@coarse": {"mask_scales": (1, 2)},
+    "masked_prior_streak_16@coarse": {"mask_scales": (1, 2)},
+    "masked_prior_streak_16@no_streak": {"streak_gate": 0.0},
+    "masked_prior_streak_24@coarse": {"mask_scales": (1, 2)},
+}
 
 
 def arm_params(base: dict, arm: str, model_dir: Path, iterations: int | None):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 GATE_SCALE = 0.05  # top-hat (0..1) at which the bright gate is fully open: 13 grey levels brighter than around
-STREAK_WINDOW = 11  # px: the top-hat window the streak gate and the opened branch input use without the bright gate
+STREAK_WINDOW = 11  # px: the top-hat window the streak gate reads when the bright gate is off
 ALIGNMENT_SIGMA = 3.0  # px: structure-tensor smoothing, wide enough to reach the middle of a 7-px streak from its edges
 
 
@@ -45,6 +45,17 @@ def bright_excess(x: torch.Tensor, window: int) -> torch.Tensor:
     return (grey - opening(grey, window)).clamp(min=0.0)
 
 
+def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (truncated at 3 sigma) of (N, C, H, W) with edge replication.
+    torchvision's gaussian_blur pads by reflection, which fails on images narrower than the kernel
+    (a 5x5 request to the server); replication works at any size."""
+    radius = int(3 * sigma)
+    taps = torch.exp(-torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device) ** 2 / (2 * sigma**2))
+    taps = (taps / taps.sum()).repeat(maps.shape[1], 1, 1, 1)  # one kernel per channel (grouped conv)
+    maps = F.conv2d(F.pad(maps, (radius, radius, 0, 0), mode="replicate"), taps, groups=maps.shape[1])
+    return F.conv2d(F.pad(maps, (0, 0, radius, radius), mode="replicate"), taps.transpose(2, 3), groups=maps.shape[1])
+
+
 def streak_alignment(excess: torch.Tensor, open_at: float) -> torch.Tensor:
     """(N, 1, H, W) in [0, 1] from the top-hat `excess` (N, 1, H, W): 1 where the bright structure
     is oriented along the image's dominant direction with at least `open_at` (0..1] of full
@@ -56,12 +67,10 @@ def streak_alignment(excess: torch.Tensor, open_at: float) -> torch.Tensor:
     many streaks of a shower outvote scattered texture). Agreement = v · dominant / trace(J), in
     [-1, 1]. Computed per image (per tile when tiled), from the input alone.
     """
-    from torchvision.transforms.v2.functional import gaussian_blur
-
-    grad_y, grad_x = torch.gradient(excess, dim=(2, 3))
-    radius = int(3 * ALIGNMENT_SIGMA)
-    tensor = gaussian_blur(torch.cat([grad_x * grad_x, grad_y * grad_y, grad_x * grad_y], dim=1),
-                           [2 * radius + 1] * 2, [ALIGNMENT_SIGMA] * 2)
+    edged = F.pad(excess, (1, 1, 1, 1), mode="replicate")  # central differences, any image size
+    grad_x = (edged[..., 1:-1, 2:] - edged[..., 1:-1, :-2]) / 2.0
+    grad_y = (edged[..., 2:, 1:-1] - edged[..., :-2, 1:-1]) / 2.0
+    tensor = _gaussian_blur(torch.cat([grad_x * grad_x, grad_y * grad_y, grad_x * grad_y], dim=1), ALIGNMENT_SIGMA)
     jxx, jyy, jxy = tensor.split(1, dim=1)
     vx, vy = jxx - jyy, 2.0 * jxy
     dominant = torch.cat([vx.sum((2, 3), keepdim=True), vy.sum((2, 3), keepdim=True)], dim=1)

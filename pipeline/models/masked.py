@@ -7,7 +7,9 @@ only what the frozen prior's decoder can draw) and m in [0, 1] the rain mask pre
 dilated-conv head. The synthesizer hands us the rain layer R for free, so m is supervised by it
 (pipeline.training.losses.mask_target); wherever the head says "no rain" (m = 0) the pixel comes
 back exactly as it was, so a dry photo is returned unchanged and the background is never
-repainted. Shapes: float32 NCHW in [0, 1] in and out; m is (N, 1, H, W).
+repainted. The head's mask is multiplied by gates measured on the input (pipeline.models.gates:
+the pixel must be brighter than its surroundings, and its bright structure must lie along the
+image's streaks). Shapes: float32 NCHW in [0, 1] in and out; m is (N, 1, H, W).
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import MaskedFusedSpec, MaskedPriorSpec, PriorResNetSpec
-from pipeline.models.gates import GATE_SCALE, STREAK_WINDOW, bright_excess, streak_alignment
+from pipeline.models.gates import (
+    GATE_SCALE,
+    STREAK_WINDOW,
+    bright_excess,
+    streak_alignment,
+)
 from pipeline.models.registry import register_architecture, register_variant
 from pipeline.models.resnet import DerainNet, activation
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, Field
@@ -64,7 +65,7 @@ class PriorResNetSpec(Strict):
 
 
 def _full_resolution_first(scales: list[int]) -> list[int]:
-    if scales[0] != 1 or any(b <= a for a, b in zip(scales, scales[1:])):
+    if scales[0] != 1 or any(b <= a for a, b in pairwise(scales)):
         raise ValueError(f"mask_scales {scales}: start with 1 (full resolution), then increasing factors, e.g. [1, 2]")
     return scales
 

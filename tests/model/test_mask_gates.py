@@ -78,3 +78,16 @@ def test_mask_scales_must_start_at_full_resolution_and_increase(scales):
     raw["train"]["model"]["mask_scales"] = scales
     with pytest.raises(ParamsError, match=rf"train\.model.*mask_scales {re.escape(str(scales))}: start with 1"):
         parse_params(raw, "params.yaml")
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (5, 5, 3), (3, 40, 3)])
+def test_images_smaller_than_the_gates_windows_come_back_whole(shape):
+    """The gates' windows (11 px top-hat, 19-px structure-tensor blur) replicate the edges: a
+    request smaller than them is derained, not refused with a padding error."""
+    from pipeline.inference import derain_array
+
+    torch.manual_seed(0)
+    model = create_model("masked_prior_tiny", prior=create_model("vq_autoencoder_tiny").eval(), bright_gate=11,
+                         streak_gate=0.4).eval()
+    image = (torch.rand(shape, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8).numpy()
+    assert derain_array(model, image, tile=1024).shape == shape
