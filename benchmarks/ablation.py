@@ -42,12 +42,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 BEFORE_STREAKS = {"mask_channels": 12, "streak_gate": 0}  # the code defaults are now 16 and 0.4
+STREAK = {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4}
 ARMS = {
     "classical_median": {"type": "classical_median"},
     "resnet": {"type": "resnet", "channels": 32, "blocks": 4},
     "prior_resnet": {"type": "prior_resnet", "blocks": 2},
     "fused_prior": {"type": "fused_prior", "blocks": 2},
-    "fused_prior@0.5": {"type": "fused_prior", "blocks": 2},  # same weights, fidelity 0.5 at inference
     # The arms before the streak gate: 12-channel head, no streak gate (bright_gate 0: ungated)
     "masked_prior": {"type": "masked_prior", "blocks": 2, "bright_gate": 0, **BEFORE_STREAKS},
     "masked_fused": {"type": "masked_fused", "blocks": 2, "bright_gate": 0, **BEFORE_STREAKS},
@@ -56,20 +56,13 @@ ARMS = {
     "masked_subtract_dz30": {"type": "masked_prior", "blocks": 2, "composition": "subtract", "mask_deadzone": 0.3, "bright_gate": 0,
                              **BEFORE_STREAKS},
     "masked_prior_gated": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, **BEFORE_STREAKS},
-    "masked_prior_gated@streak": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, **BEFORE_STREAKS},
     "masked_subtract_gated": {"type": "masked_prior", "blocks": 2, "composition": "subtract", "mask_deadzone": 0.3, "bright_gate": 11,
                               **BEFORE_STREAKS},
     # The streak gate, trained in, by width of the mask head (16: the default)
-    "masked_prior_streak_12": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 12},
-    "masked_prior_streak_12@coarse": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 12},
-    "masked_prior_streak_16": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 16},
-    "masked_prior_streak_16@coarse": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 16},
-    "masked_prior_streak_16@no_streak": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 16},
-    "masked_prior_streak_24": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 24},
-    "masked_prior_streak_24@coarse": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "mask_channels": 24},
+    **{f"masked_prior_streak_{width}": {**STREAK, "mask_channels": width} for width in (12, 16, 24)},
 }
-# "<arm>@<setting>": the weights trained for <arm>, evaluated with these model attributes changed
-# (coarse: the inference-only half-size mask pass, `mask_scales: [1, 2]`)
+# "<arm>@<setting>": the weights trained for <arm> (in the same invocation), evaluated with these
+# model attributes changed (coarse: the inference-only half-size mask pass, `mask_scales: [1, 2]`)
 INFERENCE_SETTINGS = {
     "fused_prior@0.5": {"fidelity": 0.5},
     "masked_prior_gated@streak": {"streak_gate": 0.4},
@@ -78,7 +71,7 @@ INFERENCE_SETTINGS = {
     "masked_prior_streak_16@no_streak": {"streak_gate": 0.0},
     "masked_prior_streak_24@coarse": {"mask_scales": (1, 2)},
 }
-
+ARMS.update({arm: ARMS[arm.split("@")[0]] for arm in INFERENCE_SETTINGS})
 
 def arm_params(base: dict, arm: str, model_dir: Path, iterations: int | None):
     from pipeline.config import parse_params
