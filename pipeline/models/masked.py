@@ -89,14 +89,13 @@ class MaskedComposition(DerainNet):
         # one it knows. Training reads full resolution only: trained through the maximum, the head
         # learned to leave wide rain to the coarse pass and found less of it (README, the ablation).
         self.mask_scales = tuple(spec.mask_scales)
-        composition = spec.composition
-        self.darken = composition == "darken"
+        self.darken = spec.composition == "darken"
         # subtract: every rain model here adds light, so where the content shows through, the
         # input minus the estimated rain light a is exact; only where the rain saturated the pixel
         # (the content is lost) does the prior's drawing take over. An ambiguous dry pixel then
         # costs m·a (L1 trains a toward the median rain light there: 0), not m·|P(x) - x| (the
         # prior's blur of fine detail, and the streak's light smeared into its neighbours).
-        self.subtract = composition == "subtract"
+        self.subtract = spec.composition == "subtract"
         self.mask_head = RainMaskHead(spec.mask_channels, outputs=2 if self.subtract else 1)
         self.aux: dict[str, torch.Tensor] = {}
 
