@@ -14,12 +14,15 @@ swapped) on the workspace's curated patches and prior, then is scored on every s
   the content shows through and uses the prior only where the rain hid it;
 - `masked_prior_streak_<12|16|24>`: the streak gate trained in, by width of the mask head (16 is
   the default); `@coarse` adds the inference-only half-size mask pass, `@no_streak` turns the gate
-  off at inference, `masked_prior_gated@streak` turns it on for weights trained without it.
+  off at inference, `masked_prior_gated@streak` turns it on for weights trained without it;
+- `masked_prior_streak_16_gate<21|31>`: the default with a wider bright-gate window (the top-hat
+  then also passes wider streaks), `@coarse` as above.
 
 `<arm>@<setting>` evaluates the weights trained for `<arm>` (in the same invocation) with a model
 attribute changed (INFERENCE_SETTINGS). The arms before the streak gate pin its earlier defaults
 (12-channel head, no streak gate); every arm trains with params.yaml's `train` section, whose lr
-became 2e-3 with the streak gate (the README's rows say which lr each was measured at).
+became 2e-3 with the streak gate and its iterations 2000 after it (the README's rows say which lr
+and budget each was measured at; `--iterations 1500` regenerates the earlier 1,500-step rows).
 
 It needs the workspace's build/curated, build/prior and build/suites (after `make run`, or
 `make repro ARGS=synthesize` and `make repro ARGS=prior`). Writes benchmarks/results/ablation.json
@@ -60,6 +63,7 @@ ARMS = {
                               **BEFORE_STREAKS},
     # The streak gate, trained in, by width of the mask head (16: the default)
     **{f"masked_prior_streak_{width}": {**STREAK, "mask_channels": width} for width in (12, 16, 24)},
+    **{f"masked_prior_streak_16_gate{window}": {**STREAK, "mask_channels": 16, "bright_gate": window} for window in (21, 31)},
 }
 # "<arm>@<setting>": the weights trained for <arm> (in the same invocation), evaluated with these
 # model attributes changed (coarse: the inference-only half-size mask pass, `mask_scales: [1, 2]`)
@@ -70,6 +74,7 @@ INFERENCE_SETTINGS = {
     "masked_prior_streak_16@coarse": {"mask_scales": (1, 2)},
     "masked_prior_streak_16@no_streak": {"streak_gate": 0.0},
     "masked_prior_streak_24@coarse": {"mask_scales": (1, 2)},
+    "masked_prior_streak_16_gate21@coarse": {"mask_scales": (1, 2)},
 }
 ARMS.update({arm: ARMS[arm.split("@")[0]] for arm in INFERENCE_SETTINGS})
 

@@ -43,7 +43,7 @@ class TrainRain(Strict):
 class Train(Strict):
     model: DerainSpec
     rain: TrainRain
-    iterations: int = Field(1500, ge=1)
+    iterations: int = Field(2000, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(2e-3, gt=0, lt=1)
     betas: tuple[float, float] = (0.9, 0.99)

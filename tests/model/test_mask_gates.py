@@ -91,3 +91,20 @@ def test_images_smaller_than_the_gates_windows_come_back_whole(shape):
                          streak_gate=0.4).eval()
     image = (torch.rand(shape, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8).numpy()
     assert derain_array(model, image, tile=1024).shape == shape
+
+
+@pytest.mark.parametrize("window", [1, 3, 7, 11, 21, 31])
+def test_the_opening_equals_the_separable_min_max_pooling_it_replaces(window):
+    """`opening` takes running maxima by doubling spans; the values must be max_pool2d's exactly."""
+    import torch.nn.functional as F
+
+    from pipeline.models.gates import opening
+
+    def pooled(values: torch.Tensor, sign: float) -> torch.Tensor:
+        pad = window // 2
+        values = F.max_pool2d(F.pad(values * sign, (pad, pad, 0, 0), mode="replicate"), (1, window), stride=1)
+        return F.max_pool2d(F.pad(values, (0, 0, pad, pad), mode="replicate"), (window, 1), stride=1) * sign
+
+    image = torch.rand((2, 3, 29, 40), generator=torch.Generator().manual_seed(window))
+    assert torch.equal(opening(image, window), pooled(pooled(image, -1.0), 1.0))
+    assert torch.equal(opening(image[:, :, :1, :3], window), pooled(pooled(image[:, :, :1, :3], -1.0), 1.0))

@@ -32,7 +32,7 @@ def _raincheck(root: Path, *args: str) -> subprocess.CompletedProcess:
 def test_duplicate_yaml_key_is_refused_naming_key_and_lines(tmp_path: Path):
     text = (REPO / "params.yaml").read_text()
     lines = text.splitlines()
-    where = lines.index("  iterations: 1500") + 1  # 1-based line of train.iterations
+    where = lines.index("  iterations: 2000") + 1  # 1-based line of train.iterations
     lines.insert(where, "  iterations: 3")  # the same key again, right below
     path = tmp_path / "params.yaml"
     path.write_text("\n".join(lines) + "\n")
@@ -172,14 +172,14 @@ def test_gpu_then_cpu_restores_params_yaml_byte_for_byte_and_prints_diffs(tmp_pa
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "--- params.yaml (before)\n+++ params.yaml (profile gpu)" in out
-    assert "\n-  iterations: 1500\n" in out and "\n+  iterations: 100000" in out and "(cpu.yaml: 1500)" in out
+    assert "\n-  iterations: 2000\n" in out and "\n+  iterations: 100000" in out and "(cpu.yaml: 2000)" in out
     assert "params.yaml <- profiles/gpu.yaml (merged onto its base)" in out
     gpu = load_params(root / "params.yaml")
     assert (gpu.train.iterations, gpu.train.lr, gpu.train.model.bright_gate) == (100000, 0.0002, 11)  # 11: cpu.yaml's, merged
     result = _raincheck(root, "profile", "cpu")
     assert result.returncode == 0, result.stderr
     assert (root / "params.yaml").read_bytes() == original
-    assert "+++ params.yaml (profile cpu)" in result.stdout and "\n+  iterations: 1500\n" in result.stdout
+    assert "+++ params.yaml (profile cpu)" in result.stdout and "\n+  iterations: 2000\n" in result.stdout
     assert not (root / "params.yaml.bak").exists()
     assert "no change" in _raincheck(root, "profile", "cpu").stdout
 
@@ -198,7 +198,7 @@ def test_profile_with_a_missing_folder_is_refused_and_params_kept(tmp_path: Path
 
 def test_profile_keeps_local_edits_in_a_backup(tmp_path: Path):
     root = _fresh_clone(tmp_path)
-    edited = (root / "params.yaml").read_text().replace("iterations: 1500", "iterations: 800")
+    edited = (root / "params.yaml").read_text().replace("iterations: 2000", "iterations: 800")
     (root / "params.yaml").write_text(edited)
     result = _raincheck(root, "profile", "tiny")
     assert result.returncode == 0, result.stderr
