@@ -12,11 +12,11 @@ swapped) on the workspace's curated patches and prior, then is scored on every s
 - `masked_fused`: the mask composition with the fused branch;
 - `masked_subtract`: the mask composition whose re-drawing subtracts the estimated rain light where
   the content shows through and uses the prior only where the rain hid it;
-- `masked_prior_streak_<12|16|24>`: the streak gate trained in, by width of the mask head (16 is
-  the default); `@coarse` adds the inference-only half-size mask pass, `@no_streak` turns the gate
-  off at inference, `masked_prior_gated@streak` turns it on for weights trained without it;
-- `masked_prior_streak_16_gate<21|31>`: the default with a wider bright-gate window (the top-hat
-  then also passes wider streaks), `@coarse` as above.
+- `masked_prior_streak_<12|16|24>`: the streak gate trained in, by width of the mask head, with
+  the 11-px bright gate; `@coarse` adds the inference-only half-size mask pass, `@no_streak` turns
+  the gate off at inference, `masked_prior_gated@streak` turns it on for weights trained without it;
+- `masked_prior_streak_16_gate<21|31>`: the 16-channel head with a wider bright-gate window (the
+  top-hat then also passes wider streaks; 21 is the default), `@coarse` as above.
 
 `<arm>@<setting>` evaluates the weights trained for `<arm>` (in the same invocation) with a model
 attribute changed (INFERENCE_SETTINGS). The arms before the streak gate pin its earlier defaults
@@ -61,7 +61,8 @@ ARMS = {
     "masked_prior_gated": {"type": "masked_prior", "blocks": 2, "bright_gate": 11, **BEFORE_STREAKS},
     "masked_subtract_gated": {"type": "masked_prior", "blocks": 2, "composition": "subtract", "mask_deadzone": 0.3, "bright_gate": 11,
                               **BEFORE_STREAKS},
-    # The streak gate, trained in, by width of the mask head (16: the default)
+    # The streak gate, trained in, by width of the mask head (11-px bright gate); then wider bright
+    # gates on the 16-channel head (21 px: the default)
     **{f"masked_prior_streak_{width}": {**STREAK, "mask_channels": width} for width in (12, 16, 24)},
     **{f"masked_prior_streak_16_gate{window}": {**STREAK, "mask_channels": 16, "bright_gate": window} for window in (21, 31)},
 }

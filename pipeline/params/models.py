@@ -92,7 +92,7 @@ class MaskedPriorSpec(Strict):
     composition: Literal["replace", "darken", "subtract"] = "replace"
     # Rain adds light to thin structures: a pixel is re-drawn only as far as it is brighter than its
     # surroundings (white top-hat over a bright_gate x bright_gate window); 0 = no gate.
-    bright_gate: int = Field(11, ge=0, le=63)
+    bright_gate: int = Field(21, ge=0, le=63)
     # The streaks of one shower share a direction: a bright pixel is re-drawn only as far as its
     # structure lies along the image's dominant direction, fully at this agreement (0..1]; 0 = no
     # gate. Read on the top-hat over the bright_gate window (11 px when the bright gate is off).
@@ -125,7 +125,7 @@ class MaskedFusedSpec(Strict):
     composition: Literal["replace", "darken", "subtract"] = "replace"
     # Rain adds light to thin structures: a pixel is re-drawn only as far as it is brighter than its
     # surroundings (white top-hat over a bright_gate x bright_gate window); 0 = no gate.
-    bright_gate: int = Field(11, ge=0, le=63)
+    bright_gate: int = Field(21, ge=0, le=63)
     streak_gate: float = Field(0.4, ge=0, le=1)  # the gates and mask_scales: as in MaskedPriorSpec
     mask_scales: MaskScales = Field(default_factory=lambda: [1])
     detail_channels: int = Field(16, ge=4, le=256)

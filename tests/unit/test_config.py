@@ -121,7 +121,7 @@ def test_overlay_merges_mappings_and_replaces_lists_and_values(tmp_path: Path):
     assert {k: v for k, v in raw["train"].items() if k not in ("model", "iterations", "milestones")} == \
         {k: v for k, v in cpu["train"].items() if k not in ("model", "iterations", "milestones")}
     params = load_params(path)
-    assert (params.train.iterations, params.train.model.bright_gate, params.train.model.blocks) == (7, 11, 3)
+    assert (params.train.iterations, params.train.model.bright_gate, params.train.model.blocks) == (7, 21, 3)
 
 
 def test_overlay_replace_drops_the_base_keys_of_a_mapping(tmp_path: Path):

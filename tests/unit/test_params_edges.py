@@ -175,7 +175,7 @@ def test_gpu_then_cpu_restores_params_yaml_byte_for_byte_and_prints_diffs(tmp_pa
     assert "\n-  iterations: 2000\n" in out and "\n+  iterations: 100000" in out and "(cpu.yaml: 2000)" in out
     assert "params.yaml <- profiles/gpu.yaml (merged onto its base)" in out
     gpu = load_params(root / "params.yaml")
-    assert (gpu.train.iterations, gpu.train.lr, gpu.train.model.bright_gate) == (100000, 0.0002, 11)  # 11: cpu.yaml's, merged
+    assert (gpu.train.iterations, gpu.train.lr, gpu.train.model.bright_gate) == (100000, 0.0002, 21)  # 21: cpu.yaml's, merged
     result = _raincheck(root, "profile", "cpu")
     assert result.returncode == 0, result.stderr
     assert (root / "params.yaml").read_bytes() == original

@@ -110,5 +110,5 @@ def test_a_drifted_default_is_caught():
     raw["train"]["iterations"] = 1234
     raw["train"]["model"]["bright_gate"] = 5
     problems = [p for p in _defaults_against(parse_params(raw), raw, "", []) if ":" in p]
-    assert problems == ["train.model.bright_gate: code default 11, profiles/cpu.yaml 5",
+    assert problems == ["train.model.bright_gate: code default 21, profiles/cpu.yaml 5",
                         "train.iterations: code default 2000, profiles/cpu.yaml 1234"]
