@@ -25,8 +25,9 @@ ALIGNMENT_SIGMA = 3.0  # px: structure-tensor smoothing, wide enough to reach th
 def _sliding_max(values: torch.Tensor, window: int, dim: int) -> torch.Tensor:
     """Maximum over `window` consecutive elements along `dim`, for every start: the length shrinks
     by window - 1. By doubling spans (1, 2, 4, ... then one overlapping pair), so it costs
-    ~log2(window) elementwise maxima instead of max_pool2d's `window` comparisons per pixel (3x
-    faster at 21 px on the CPU), with the same values: a maximum is exact in any order."""
+    ~log2(window) elementwise maxima instead of max_pool2d's `window` comparisons per pixel (the
+    opening of a 1024² map: 21 ms against 318 ms at 21 px, 2 threads), with the same values: a
+    maximum is exact in any order."""
     span = 1
     while span * 2 <= window:
         length = values.shape[dim]
@@ -40,8 +41,9 @@ def _sliding_max(values: torch.Tensor, window: int, dim: int) -> torch.Tensor:
 
 def opening(image: torch.Tensor, window: int) -> torch.Tensor:
     """Grey-level opening (erosion then dilation) of every channel over `window` x `window` px
-    (`window` odd, so the window is centred), same shape as `image` (N, C, H, W): bright structures thinner than the window are replaced by
-    their surroundings, everything wider is kept. Separable sliding min/max with edge replication."""
+    (`window` odd, so the window is centred), same shape as `image` (N, C, H, W): bright
+    structures thinner than the window are replaced by their surroundings, everything wider is
+    kept. Separable sliding min/max with edge replication."""
     pad = window // 2
 
     def pool(values: torch.Tensor, sign: float) -> torch.Tensor:  # max (sign 1) or min (sign -1)
