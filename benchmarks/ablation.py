@@ -71,11 +71,9 @@ ARMS = {
 INFERENCE_SETTINGS = {
     "fused_prior@0.5": {"fidelity": 0.5},
     "masked_prior_gated@streak": {"streak_gate": 0.4},
-    "masked_prior_streak_12@coarse": {"mask_scales": (1, 2)},
-    "masked_prior_streak_16@coarse": {"mask_scales": (1, 2)},
     "masked_prior_streak_16@no_streak": {"streak_gate": 0.0},
-    "masked_prior_streak_24@coarse": {"mask_scales": (1, 2)},
-    "masked_prior_streak_16_gate21@coarse": {"mask_scales": (1, 2)},
+    **{f"{arm}@coarse": {"mask_scales": (1, 2)}
+       for arm in ("masked_prior_streak_12", "masked_prior_streak_16", "masked_prior_streak_24", "masked_prior_streak_16_gate21")},
 }
 ARMS.update({arm: ARMS[arm.split("@")[0]] for arm in INFERENCE_SETTINGS})
 
