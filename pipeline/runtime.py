@@ -7,9 +7,10 @@ can always point elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
-from typing import MutableMapping
 
 # A workspace's local state (Prefect home, MLflow database and artifacts, locks, server logs, the
 # study's cells): never tracked, always under this folder of the workspace root.
@@ -19,6 +20,25 @@ STATE_DIR = ".raincheck"
 def state_path(root: Path | str, *parts: str) -> Path:
     """`root/.raincheck/<parts...>`, as given (not resolved, not created): the one spelling of it."""
     return Path(root, STATE_DIR, *parts)
+
+
+@contextlib.contextmanager
+def held_lock(path: Path, timeout: float, busy: Callable[[Path], Exception]) -> Iterator[None]:
+    """Hold the file lock `path` (its folder created) for the with-block. If another process holds
+    it for longer than `timeout` s (0: fail at once), raise `busy(path)`: each lock names its own
+    error and what the user should do."""
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        raise busy(path) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 # Telemetry off in everything raincheck starts (see the README's "Privacy" note).

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.runtime import state_path
+from pipeline.runtime import held_lock, state_path
 
 EXPERIMENT = "raincheck"
 CANDIDATE, CHAMPION, CURRENT = "candidate", "champion", "current"
@@ -49,19 +49,10 @@ def registry_lock(root: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]
     (A registry shared by several machines needs the lock on shared storage: set
     RAINCHECK_REGISTRY_LOCK to a path there.)
     """
-    from filelock import FileLock, Timeout
-
     path = Path(os.environ.get("RAINCHECK_REGISTRY_LOCK") or state_path(root, "registry.lock"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path))
-    try:
-        lock.acquire(timeout=timeout)
-    except Timeout:
-        raise RegistryError(f"another registration has held {path} for {timeout:g} s; is a raincheck process stuck?") from None
-    try:
+    with held_lock(path, timeout, lambda path: RegistryError(
+            f"another registration has held {path} for {timeout:g} s; is a raincheck process stuck?")):
         yield
-    finally:
-        lock.release()
 
 
 def ensure_experiment(client, name: str = EXPERIMENT) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 from pipeline import layout
-from pipeline.runtime import state_path
+from pipeline.runtime import held_lock, state_path
 
 
 class WorkspaceError(RuntimeError):
@@ -75,28 +75,22 @@ def workspace_lock(root: Path, timeout: float = 0) -> Iterator[None]:
     """
     import os
 
-    from filelock import FileLock, Timeout
-
     path = lock_path(root)
     if os.environ.get(LOCK_ENV) == str(path):
         yield  # this process or its parent holds it
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path))
-    try:
-        lock.acquire(timeout=timeout)
-    except Timeout:
-        raise WorkspaceError(f"another raincheck run holds {path} in this workspace (a flow or a step); wait for it to finish") from None
-    previous = os.environ.get(LOCK_ENV)
-    os.environ[LOCK_ENV] = str(path)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(LOCK_ENV, None)
-        else:
-            os.environ[LOCK_ENV] = previous
-        lock.release()
+    busy = lambda path: WorkspaceError(
+        f"another raincheck run holds {path} in this workspace (a flow or a step); wait for it to finish")
+    with held_lock(path, timeout, busy):
+        previous = os.environ.get(LOCK_ENV)
+        os.environ[LOCK_ENV] = str(path)
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(LOCK_ENV, None)
+            else:
+                os.environ[LOCK_ENV] = previous
 
 
 def print_summary(root: Path, params_file: str, result: dict) -> None:

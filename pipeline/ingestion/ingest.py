@@ -28,7 +28,6 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
 
 from pipeline import layout
 from pipeline.config import Ingest, Params
@@ -37,7 +36,7 @@ from pipeline.ingestion.decode import DecodeError, decode_photo
 from pipeline.ingestion.package import Candidate, Package
 from pipeline.ingestion.sources import iter_packages
 from pipeline.io import atomic_path, save_png, write_csv
-from pipeline.runtime import cache_dir, state_path
+from pipeline.runtime import cache_dir, held_lock, state_path
 
 MANIFEST_COLUMNS = [
     "image_id", "source", "package", "version", "member", "licence",
@@ -158,22 +157,10 @@ def _ingest_one(candidate: Candidate, package: Package, settings: Ingest, images
     }
 
 
-@contextlib.contextmanager
-def _ingest_lock(root: Path) -> Iterator[None]:
+def _ingest_lock(root: Path) -> contextlib.AbstractContextManager[None]:
     """Hold `<root>/.raincheck/ingest.lock`: one ingest per workspace builds at a time."""
-    from filelock import FileLock, Timeout
-
-    path = state_path(root, "ingest.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise IngestError(f"another ingest holds {path} in this workspace; wait for it to finish") from None
-    try:
-        yield
-    finally:
-        lock.release()
+    return held_lock(state_path(root, "ingest.lock"), 0,
+                     lambda path: IngestError(f"another ingest holds {path} in this workspace; wait for it to finish"))
 
 
 def _remove_stale_builds(pool: Path, current: Path) -> list[Path]:

@@ -114,20 +114,13 @@ class FusedPriorSpec(Strict):
     fidelity: float = Field(1.0, ge=0, le=2)
 
 
-class MaskedFusedSpec(Strict):
-    """Both mechanisms: the rain-mask composition with the fused prior as the re-drawing branch."""
+class MaskedFusedSpec(MaskedPriorSpec):
+    """Both mechanisms: the rain-mask composition (every field of MaskedPriorSpec, same defaults)
+    with the fused prior as the re-drawing branch (FusedPriorSpec's detail_channels and fidelity).
+    A subclass, so the two mask compositions cannot drift apart; pydantic keeps the parent's field
+    order with these two appended, so model_dump (checkpoints, the study's diffs) is unchanged."""
 
     type: Literal["masked_fused"]
-    blocks: int = Field(ge=1, le=64)
-    init_from_prior: bool = True
-    mask_channels: int = Field(16, ge=4, le=256)
-    mask_deadzone: float = Field(0.1, ge=0, lt=1)
-    composition: Literal["replace", "darken", "subtract"] = "replace"
-    # Rain adds light to thin structures: a pixel is re-drawn only as far as it is brighter than its
-    # surroundings (white top-hat over a bright_gate x bright_gate window); 0 = no gate.
-    bright_gate: int = Field(21, ge=0, le=63)
-    streak_gate: float = Field(0.4, ge=0, le=1)  # the gates and mask_scales: as in MaskedPriorSpec
-    mask_scales: MaskScales = Field(default_factory=lambda: [1])
     detail_channels: int = Field(16, ge=4, le=256)
     fidelity: float = Field(1.0, ge=0, le=2)
 

@@ -36,8 +36,6 @@ class _Seeds:
 def _seed_field(noise: "torch.Tensor", amount: "torch.Tensor") -> "torch.Tensor":
     """The recipe's seeds from uniform noise (float32 (N,1,H,W) in [0,1)): 256·noise where it is
     >= 256·(1 - amount), else 0. A new tensor; noise is not modified."""
-    import torch
-
     seeds = noise * 256.0
     threshold = (256.0 * (1.0 - amount)).float().view(-1, 1, 1, 1).to(noise.device)
     return seeds.masked_fill_(seeds < threshold, 0.0)

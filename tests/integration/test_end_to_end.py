@@ -9,7 +9,6 @@ import hashlib
 import json
 import math
 import sys
-from pathlib import Path
 
 import pytest
 

@@ -5,6 +5,7 @@ are refused with one line and exit 1; the holder's own children run (the flow's 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,3 +88,35 @@ def test_lock_is_released_and_the_variable_restored(workspace):
     assert LOCK_ENV not in os.environ
     free = _run(["-c", HOLD.replace("sys.stdin.readline()", "pass"), str(workspace)], REPO)
     assert free.returncode == 0 and free.stdout.strip() == "held"
+
+
+def test_the_ingest_and_registry_locks_refuse_a_second_holder_by_name(tmp_path: Path):
+    """The ingest and registry locks share the workspace lock's mechanism (pipeline.runtime.held_lock):
+    while another process holds one, a second taker gets that lock's own error naming its file,
+    and once released the lock can be taken again."""
+    from pipeline.ingestion.ingest import IngestError, _ingest_lock
+    from pipeline.runtime import state_path
+    from pipeline.tracking import RegistryError, registry_lock
+
+    hold = """import sys
+from pipeline.runtime import held_lock
+from pathlib import Path
+with held_lock(Path(sys.argv[1]), 0, RuntimeError):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+    for name, take, error in (("ingest.lock", lambda: _ingest_lock(tmp_path), IngestError),
+                              ("registry.lock", lambda: registry_lock(tmp_path, timeout=0.2), RegistryError)):
+        path = state_path(tmp_path, name)
+        holder = subprocess.Popen([sys.executable, "-c", hold, str(path)], cwd=REPO, env=_env(),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            with pytest.raises(error, match=re.escape(str(path))):
+                with take():
+                    pass
+        finally:
+            holder.stdin.close()
+            holder.wait(timeout=30)
+        with take():  # released with its holder
+            assert path.exists()
