@@ -16,7 +16,10 @@ swapped) on the workspace's curated patches and prior, then is scored on every s
   the 11-px bright gate; `@coarse` adds the inference-only half-size mask pass, `@no_streak` turns
   the gate off at inference, `masked_prior_gated@streak` turns it on for weights trained without it;
 - `masked_prior_streak_16_gate<21|31>`: the 16-channel head with a wider bright-gate window (the
-  top-hat then also passes wider streaks; 21 is the default), `@coarse` as above.
+  top-hat then also passes wider streaks; 21 is the default), `@coarse` as above;
+- `masked_prior_streak_16_gate21_<subtract|darken>`: the default's arm with the other two
+  compositions (the re-drawing replaced by the input minus an estimated rain light, or only
+  allowed to darken).
 
 `<arm>@<setting>` evaluates the weights trained for `<arm>` (in the same invocation) with a model
 attribute changed (INFERENCE_SETTINGS). The arms before the streak gate pin its earlier defaults
@@ -65,6 +68,9 @@ ARMS = {
     # gates on the 16-channel head (21 px: the default)
     **{f"masked_prior_streak_{width}": {**STREAK, "mask_channels": width} for width in (12, 16, 24)},
     **{f"masked_prior_streak_16_gate{window}": {**STREAK, "mask_channels": 16, "bright_gate": window} for window in (21, 31)},
+    # The default's arm with the other compositions (session 10)
+    **{f"masked_prior_streak_16_gate21_{composition}": {**STREAK, "mask_channels": 16, "bright_gate": 21, "composition": composition}
+       for composition in ("subtract", "darken")},
 }
 # "<arm>@<setting>": the weights trained for <arm> (in the same invocation), evaluated with these
 # model attributes changed (coarse: the inference-only half-size mask pass, `mask_scales: [1, 2]`)

@@ -79,9 +79,8 @@ def workspace_lock(root: Path, timeout: float = 0) -> Iterator[None]:
     if os.environ.get(LOCK_ENV) == str(path):
         yield  # this process or its parent holds it
         return
-    busy = lambda path: WorkspaceError(
-        f"another raincheck run holds {path} in this workspace (a flow or a step); wait for it to finish")
-    with held_lock(path, timeout, busy):
+    with held_lock(path, timeout, lambda path: WorkspaceError(
+            f"another raincheck run holds {path} in this workspace (a flow or a step); wait for it to finish")):
         previous = os.environ.get(LOCK_ENV)
         os.environ[LOCK_ENV] = str(path)
         try:
