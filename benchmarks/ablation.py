@@ -68,10 +68,10 @@ ARMS = {
     # gates on the 16-channel head (21 px: the default)
     **{f"masked_prior_streak_{width}": {**STREAK, "mask_channels": width} for width in (12, 16, 24)},
     **{f"masked_prior_streak_16_gate{window}": {**STREAK, "mask_channels": 16, "bright_gate": window} for window in (21, 31)},
-    # The default's arm with the other compositions (session 10)
-    **{f"masked_prior_streak_16_gate21_{composition}": {**STREAK, "mask_channels": 16, "bright_gate": 21, "composition": composition}
-       for composition in ("subtract", "darken")},
 }
+# The default's arm (`masked_prior_streak_16_gate21`) with the other two compositions (session 10)
+ARMS.update({f"masked_prior_streak_16_gate21_{composition}": {**ARMS["masked_prior_streak_16_gate21"], "composition": composition}
+             for composition in ("subtract", "darken")})
 # "<arm>@<setting>": the weights trained for <arm> (in the same invocation), evaluated with these
 # model attributes changed (coarse: the inference-only half-size mask pass, `mask_scales: [1, 2]`)
 INFERENCE_SETTINGS = {
