@@ -19,7 +19,10 @@ swapped) on the workspace's curated patches and prior, then is scored on every s
   top-hat then also passes wider streaks; 21 is the default), `@coarse` as above;
 - `masked_prior_streak_16_gate21_<subtract|darken>`: the default's arm with the other two
   compositions (the re-drawing replaced by the input minus an estimated rain light, or only
-  allowed to darken).
+  allowed to darken);
+- `masked_prior_streak_16_gate21@shower<35|40|45|50>`: the default's arm with the shower check at
+  inference (an image whose mask covers the frame less evenly than 0.35 ... 0.50 comes back
+  untouched; 45 is the default).
 
 `<arm>@<setting>` evaluates the weights trained for `<arm>` (in the same invocation) with a model
 attribute changed (INFERENCE_SETTINGS). The arms before the streak gate pin its earlier defaults
@@ -47,8 +50,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-BEFORE_STREAKS = {"mask_channels": 12, "streak_gate": 0}  # the code defaults are now 16 and 0.4
-STREAK = {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4}
+# The code defaults are now 16, 0.4 and 0.45; the shower check came after every trained arm here
+BEFORE_STREAKS = {"mask_channels": 12, "streak_gate": 0, "shower_check": 0}
+STREAK = {"type": "masked_prior", "blocks": 2, "bright_gate": 11, "streak_gate": 0.4, "shower_check": 0}
 ARMS = {
     "classical_median": {"type": "classical_median"},
     "resnet": {"type": "resnet", "channels": 32, "blocks": 4},
@@ -80,6 +84,8 @@ INFERENCE_SETTINGS = {
     "masked_prior_streak_16@no_streak": {"streak_gate": 0.0},
     **{f"{arm}@coarse": {"mask_scales": (1, 2)}
        for arm in ("masked_prior_streak_12", "masked_prior_streak_16", "masked_prior_streak_24", "masked_prior_streak_16_gate21")},
+    # the shower check at inference (0.45: the default since session 11) and around it
+    **{f"masked_prior_streak_16_gate21@shower{level}": {"shower_check": level / 100} for level in (35, 40, 45, 50)},
 }
 ARMS.update({arm: ARMS[arm.split("@")[0]] for arm in INFERENCE_SETTINGS})
 

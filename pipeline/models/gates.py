@@ -7,7 +7,10 @@ saw, so they multiply the learned mask (pipeline.models.masked):
 - `bright_excess`: how much brighter a pixel is than its surroundings (white top-hat);
 - `streak_alignment`: how well the bright structure through a pixel is oriented along the image's
   dominant streak direction. A pebble's highlight or a leaf is bright but turns every way; a
-  streak lies along the shower.
+  streak lies along the shower;
+- `shower_spread`: how evenly the (gated) mask covers the frame. A shower falls everywhere; the
+  texture the head mistakes for rain (bristles, foam, bark) covers objects, and a dry photo or one
+  with drops on the lens leaves most of the frame unmarked.
 
 Shapes: x float32 (N, 3, H, W) in [0, 1]; gates (N, 1, H, W) in [0, 1].
 """
@@ -19,6 +22,8 @@ import torch.nn.functional as F
 
 GATE_SCALE = 0.05  # top-hat (0..1) at which the bright gate is fully open: 13 grey levels brighter than around
 STREAK_WINDOW = 11  # px: the top-hat window the streak gate reads when the bright gate is off
+SHOWER_CELL = 32  # px: the cells whose mean mask shower_spread compares (a few streaks cross each)
+SHOWER_QUANTILE = 0.25  # the share of cells that may lie under the spread; rain leaves none empty
 ALIGNMENT_SIGMA = 3.0  # px: structure-tensor smoothing, wide enough to reach the middle of a 7-px streak from its edges
 
 
@@ -96,3 +101,14 @@ def streak_alignment(excess: torch.Tensor, open_at: float) -> torch.Tensor:
     dominant = dominant / dominant.norm(dim=1, keepdim=True).clamp(min=1e-12)
     agreement = (vx * dominant[:, :1] + vy * dominant[:, 1:]) / (jxx + jyy).clamp(min=1e-12)
     return (agreement / open_at).clamp(0.0, 1.0)
+
+
+def shower_spread(mask: torch.Tensor) -> torch.Tensor:
+    """(N,) in [0, 1] from a mask (N, 1, H, W) in [0, 1]: the 25th percentile of its mean over
+    SHOWER_CELL-px cells, divided by the mean over all cells (0 when the mask is empty). Near 1
+    when the mask covers the frame evenly, as a shower does; 0 when a quarter of the frame is
+    unmarked. Cells shrink to the image's shorter side for images smaller than one cell; partial
+    cells at the right and bottom edges are averaged over the pixels they hold."""
+    cell = min(SHOWER_CELL, *mask.shape[-2:])
+    cells = F.avg_pool2d(mask, cell, ceil_mode=True).flatten(1)
+    return (cells.quantile(SHOWER_QUANTILE, dim=1) / cells.mean(dim=1).clamp(min=1e-12)).clamp(max=1.0)

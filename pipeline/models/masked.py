@@ -23,6 +23,7 @@ from pipeline.models.gates import (
     GATE_SCALE,
     STREAK_WINDOW,
     bright_excess,
+    shower_spread,
     streak_alignment,
 )
 from pipeline.models.registry import register_architecture, register_variant
@@ -89,6 +90,9 @@ class MaskedComposition(DerainNet):
         # one it knows. Training reads full resolution only: trained through the maximum, the head
         # learned to leave wide rain to the coarse pass and found less of it (README, the ablation).
         self.mask_scales = tuple(spec.mask_scales)
+        # At inference only, like mask_scales: the head still learns every crop's rain; the check
+        # decides, per image (per tile), whether what it marked looks like a shower at all.
+        self.shower_check = spec.shower_check
         self.darken = spec.composition == "darken"
         # subtract: every rain model here adds light, so where the content shows through, the
         # input minus the estimated rain light a is exact; only where the rain saturated the pixel
@@ -111,7 +115,7 @@ class MaskedComposition(DerainNet):
 
     def rain_mask(self, x: torch.Tensor) -> torch.Tensor:
         """The composition mask m (N, 1, H, W) in [0, 1] of a batch (sides multiples of stride)."""
-        return self._gated(x, self._mask(self._heads(x)[:, :1]))[0]
+        return self._checked(self._gated(x, self._mask(self._heads(x)[:, :1]))[0])
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """The head's outputs (N, outputs, H, W); at inference the mask logit (channel 0) is the largest
@@ -134,6 +138,13 @@ class MaskedComposition(DerainNet):
             mask = mask * streak_alignment(excess, self.streak_gate)
         return mask, excess if self.bright_gate else None
 
+    def _checked(self, mask: torch.Tensor) -> torch.Tensor:
+        """The mask, zeroed for every image of the batch whose mask does not spread like a shower
+        (inference only; `shower_check` 0 turns it off)."""
+        if self.training or not self.shower_check:
+            return mask
+        return mask * (shower_spread(mask) >= self.shower_check).to(mask.dtype).view(-1, 1, 1, 1)
+
     def restore(self, x: torch.Tensor, return_latent: bool):
         drawn, latent = self.branch.restore(x, return_latent)
         heads = self._heads(x)
@@ -143,6 +154,7 @@ class MaskedComposition(DerainNet):
         if self.darken:  # every rain model here adds light: where the re-drawing is brighter, keep x
             drawn = torch.minimum(drawn, x)
         mask, excess = self._gated(x, self._mask(logits))
+        mask = self._checked(mask)
         if self.subtract:
             light = torch.sigmoid(heads[:, 1:2])
             if excess is not None:  # the rain's light cannot exceed the pixel's excess over its surroundings
@@ -170,6 +182,8 @@ def build_masked_fused(spec: MaskedFusedSpec, prior=None, **_: object) -> Masked
     return MaskedComposition(_prior_branch(spec, prior), spec)
 
 
-# gates off: the tests' tiny variants predate them (the spec's defaults are params.yaml's)
-register_variant("masked_prior_tiny", {"type": "masked_prior", "blocks": 1, "mask_channels": 4, "bright_gate": 0, "streak_gate": 0})
-register_variant("masked_fused_tiny", {"type": "masked_fused", "blocks": 1, "mask_channels": 4, "detail_channels": 4, "bright_gate": 0, "streak_gate": 0})
+# gates and the shower check off: the tests' tiny variants predate them (the spec's defaults are params.yaml's)
+register_variant("masked_prior_tiny", {"type": "masked_prior", "blocks": 1, "mask_channels": 4, "bright_gate": 0, "streak_gate": 0,
+                                      "shower_check": 0})
+register_variant("masked_fused_tiny", {"type": "masked_fused", "blocks": 1, "mask_channels": 4, "detail_channels": 4, "bright_gate": 0,
+                                      "streak_gate": 0, "shower_check": 0})

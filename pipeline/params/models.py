@@ -100,6 +100,10 @@ class MaskedPriorSpec(Strict):
     # Downscaling factors the mask head also reads the input at, at inference (the most confident
     # answer wins): [1, 2] finds streaks up to twice as wide as the training rain's. Starts with 1.
     mask_scales: MaskScales = Field(default_factory=lambda: [1])
+    # A shower covers the whole frame; the texture the head mistakes for rain covers objects. At
+    # inference, an image whose mask spreads less evenly than this (gates.shower_spread: the 25th
+    # percentile of its 32-px cell means over their mean, 0..1) comes back bit for bit; 0 = off.
+    shower_check: float = Field(0.45, ge=0, le=1)
 
 
 class FusedPriorSpec(Strict):

@@ -3,7 +3,8 @@
 Guarantees: with the streak gate on, a bright structure along the image's streaks stays open
 while a bright dot (no orientation) and a bright line across the streaks are closed, so the
 masked model returns those pixels bit for bit; the coarse mask pass (`mask_scales`) can only add
-rain, and only at inference.
+rain, and only at inference; the shower check returns an image whose marks cover one object, not
+the frame, bit for bit, and only at inference.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from pipeline.config import ParamsError, parse_params, read_params
 from pipeline.models.factory import create_model
-from pipeline.models.gates import bright_excess, streak_alignment
+from pipeline.models.gates import bright_excess, shower_spread, streak_alignment
 
 
 def shower(size: int = 96) -> torch.Tensor:
@@ -88,7 +89,7 @@ def test_images_smaller_than_the_gates_windows_come_back_whole(shape):
 
     torch.manual_seed(0)
     model = create_model("masked_prior_tiny", prior=create_model("vq_autoencoder_tiny").eval(), bright_gate=11,
-                         streak_gate=0.4).eval()
+                         streak_gate=0.4, shower_check=0.45).eval()
     image = (torch.rand(shape, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8).numpy()
     assert derain_array(model, image, tile=1024).shape == shape
 
@@ -108,3 +109,67 @@ def test_the_opening_equals_the_separable_min_max_pooling_it_replaces(window):
     image = torch.rand((2, 3, 29, 40), generator=torch.Generator().manual_seed(window))
     assert torch.equal(opening(image, window), pooled(pooled(image, -1.0), 1.0))
     assert torch.equal(opening(image[:, :, :1, :3], window), pooled(pooled(image[:, :, :1, :3], -1.0), 1.0))
+
+
+def downpour(size: int = 96) -> torch.Tensor:
+    """(1, 3, size, size) grey 0.3 with vertical 1-px streaks of light 0.6 every 6 px over the whole
+    frame, each 20 px long, staggered: rain that falls everywhere."""
+    x = torch.full((1, 3, size, size), 0.3)
+    for index, column in enumerate(range(2, size, 6)):
+        for top in range((index * 7) % 24, size - 20, 24):
+            x[:, :, top : top + 20, column] = 0.9
+    return x
+
+
+def test_shower_spread_is_high_for_rain_over_the_frame_and_low_for_marks_on_one_object():
+    over_the_frame = (downpour().mean(dim=1, keepdim=True) > 0.5).float()
+    on_one_object = torch.zeros(1, 1, 96, 96)
+    on_one_object[:, :, 10:60, 8:56] = 1.0
+    spread = shower_spread(torch.cat([over_the_frame, on_one_object, torch.zeros(1, 1, 96, 96)]))
+    assert spread.shape == (3,)
+    assert spread[0] > 0.8  # every 32-px cell holds some of the shower
+    assert spread[1] == 0 and spread[2] == 0  # five of nine cells unmarked; an empty mask
+    assert shower_spread(torch.ones(2, 1, 5, 3)).tolist() == [1.0, 1.0]  # smaller than a cell: one cell
+
+
+def test_the_shower_check_returns_marks_on_one_object_bit_for_bit_and_only_at_inference():
+    """`shower` (six streaks and a line in the top-left of the frame) is marked on one object's
+    area: with the check the model returns it untouched; `downpour` (streaks over the frame) is
+    re-drawn as without the check; in training the check does nothing (the head still learns)."""
+    torch.manual_seed(0)
+    prior = create_model("vq_autoencoder_tiny").eval()
+    checked = create_model("masked_prior_tiny", prior=prior, bright_gate=11, shower_check=0.45)
+    unchecked = create_model("masked_prior_tiny", prior=prior, bright_gate=11)
+    unchecked.load_state_dict(checked.state_dict())
+    with torch.no_grad():
+        for model in (checked, unchecked):
+            model.mask_head.to_logits.bias.fill_(1e4)  # the head marks every pixel as rain
+        checked.eval(), unchecked.eval()
+        assert torch.equal(checked(shower()), shower())
+        assert not torch.equal(unchecked(shower()), shower())
+        assert torch.equal(checked(downpour()), unchecked(downpour()))
+        assert not torch.equal(checked(downpour()), downpour())
+        assert torch.equal(checked.train().rain_mask(shower()), unchecked.train().rain_mask(shower()))
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_shower_check_must_lie_between_0_and_1(value):
+    raw = read_params("params.yaml")
+    raw["train"]["model"]["shower_check"] = value
+    with pytest.raises(ParamsError, match=r"train\.model.*shower_check"):
+        parse_params(raw, "params.yaml")
+
+
+def test_a_checkpoint_saved_before_the_shower_check_loads_with_it_off(tmp_path):
+    """A registered version keeps the behaviour it was evaluated and gated with: its spec has no
+    `shower_check`, so it loads at 0; a checkpoint that names the key keeps its value."""
+    from pipeline.models.factory import derain_checkpoint, load_derain_model, parse_spec
+
+    prior = create_model("vq_autoencoder_tiny").eval()
+    spec = parse_spec("masked_prior_tiny", shower_check=0.45)
+    saved = derain_checkpoint(spec, create_model(spec, prior=prior).state_dict(), prior.spec)
+    torch.save(saved, tmp_path / "now.pt")
+    saved["spec"].pop("shower_check")
+    torch.save(saved, tmp_path / "before.pt")
+    assert load_derain_model(tmp_path / "now.pt").shower_check == 0.45
+    assert load_derain_model(tmp_path / "before.pt").shower_check == 0.0

@@ -59,7 +59,7 @@ def test_python_m_pipeline_study_apply_writes_the_recommendation(tmp_path: Path)
     removed = [line[1:].split(":")[0].strip() for line in diff if line.startswith("-") and not line.startswith("---")]
     added = [line[1:].split(":")[0].strip() for line in diff if line.startswith("+") and not line.startswith("+++")]
     assert removed == ["n_backgrounds", "policy", "type", "blocks", "mask_channels", "mask_deadzone", "composition", "bright_gate",
-                       "streak_gate", "mask_scales"]
+                       "streak_gate", "mask_scales", "shower_check"]
     assert added == ["n_backgrounds", "policy", "type", "blocks", "channels"]
     assert "    blocks: 2" in new_lines  # the same value; its comment described the masked_prior model
     assert "    policy: textured              # all | smooth (lowest bin) | textured (highest bin) | balanced (equal per bin)" in new_lines
