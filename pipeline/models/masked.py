@@ -9,7 +9,8 @@ dilated-conv head. The synthesizer hands us the rain layer R for free, so m is s
 back exactly as it was, so a dry photo is returned unchanged and the background is never
 repainted. The head's mask is multiplied by gates measured on the input (pipeline.models.gates:
 the pixel must be brighter than its surroundings, and its bright structure must lie along the
-image's streaks). Shapes: float32 NCHW in [0, 1] in and out; m is (N, 1, H, W).
+image's streaks); at inference, an image whose gated mask does not cover the frame like a shower
+is returned whole (`shower_check`). Shapes: float32 NCHW in [0, 1] in and out; m is (N, 1, H, W).
 """
 
 from __future__ import annotations
