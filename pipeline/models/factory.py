@@ -122,9 +122,9 @@ def load_prior(path: Path | str):
     return prior.eval().requires_grad_(False)
 
 
-def _as_gated(spec: dict) -> dict:
-    """A mask model's spec saved before `shower_check` existed gets 0 (off): the behaviour its
-    version was evaluated and gated with, not today's default."""
+def _as_evaluated(spec: dict) -> dict:
+    """The spec with which a saved model was evaluated and gated: a mask model saved before
+    `shower_check` existed gets 0 (off), not today's default."""
     if isinstance(spec, dict) and spec.get("type") in ("masked_prior", "masked_fused") and "shower_check" not in spec:
         return {**spec, "shower_check": 0.0}
     return spec
@@ -142,7 +142,7 @@ def load_derain_model(path: Path | str):
     try:
         if checkpoint.get("prior_spec") is not None:
             prior = build_prior(checkpoint["prior_spec"], checkpoint.get("prior_config"))
-        model = create_model(_as_gated(checkpoint["spec"]), prior=prior, load_weights=False)
+        model = create_model(_as_evaluated(checkpoint["spec"]), prior=prior, load_weights=False)
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{path}: cannot rebuild the model it holds: {error}") from None
     return _load_weights(model, checkpoint["state_dict"], path, "model").eval()
