@@ -144,7 +144,8 @@ def test_the_shower_check_returns_marks_on_one_object_bit_for_bit_and_only_at_in
     with torch.no_grad():
         for model in (checked, unchecked):
             model.mask_head.to_logits.bias.fill_(1e4)  # the head marks every pixel as rain
-        checked.eval(), unchecked.eval()
+        checked.eval()
+        unchecked.eval()
         assert torch.equal(checked(shower()), shower())
         assert not torch.equal(unchecked(shower()), shower())
         assert torch.equal(checked(downpour()), unchecked(downpour()))
