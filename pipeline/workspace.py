@@ -34,7 +34,21 @@ def prepare_workspace(root: Path) -> None:
             raise WorkspaceError(f"`dvc init` failed in {root}:\n{result.stderr}")
         _dvc(root, "config", "core.check_update", "false")
         _dvc(root, "config", "core.autostage", "true")
+        ignore_bytecode(root)
     install_plot_templates(root)
+
+
+BYTECODE = "__pycache__/"
+
+
+def ignore_bytecode(root: Path) -> None:
+    """Add `__pycache__/` to the workspace's .dvcignore (as this repository's own has it): stages
+    depend on code folders, and the bytecode a later stage's imports write there would otherwise
+    make DVC re-run the earlier stages."""
+    path = Path(root) / ".dvcignore"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    if BYTECODE not in (line.strip() for line in lines):
+        path.write_text("\n".join([*lines, BYTECODE]) + "\n")
 
 
 PLOT_TEMPLATES = Path(__file__).resolve().parents[1] / ".dvc" / "plots"

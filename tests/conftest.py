@@ -84,7 +84,9 @@ def photo_folder(tmp_path: Path) -> Path:
 def retrained(tmp_path_factory) -> dict:
     """A throwaway workspace after one real `python -m flows retrain` on the tiny profile.
 
-    Shared by the end-to-end and study tests (one pipeline run instead of two).
+    Built once per test worker: the end-to-end tests read it as is; every module that registers,
+    promotes, serves, retrains or runs a study there takes its own `retrained_copy` instead of a
+    flow run of its own.
     """
     import sys
 

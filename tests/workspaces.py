@@ -15,7 +15,7 @@ import yaml
 from pipeline.config import read_params
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("pipeline", "flows", "dvc.yaml", "pyproject.toml")
+PROJECT_FILES = ("pipeline", "flows", "dvc.yaml", "pyproject.toml", ".dvcignore")
 # The child processes must use the workspace's own project-local state, not the caller's.
 # MLFLOW_REGISTRY_URI too: mlflow.set_registry_uri() exports it into os.environ, so an in-process
 # test that opened a registry would otherwise point every later child at that test's database.

@@ -2,13 +2,14 @@
 where it was, and decision.json names the failing rule; the registry's report.png says the same in
 its title and is logged to the version's MLflow run.
 
-Its own workspace (the shared `retrained` fixture stays untouched): one flow run that passes the
-tiny profile's gate (version 1 becomes champion), then a retrain with more iterations (new
-weights) under an impossible rain-region floor on the seen suite.
+On this module's copy of the `retrained` workspace (the shared one stays untouched): its flow run
+passed the tiny profile's gate (version 1 is champion); here a retrain with more iterations (new
+weights) runs under an impossible rain-region floor on the seen suite.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 
@@ -17,17 +18,17 @@ import yaml
 
 from PIL import Image
 
-from tests.workspaces import make_workspace, mlflow_query, run
+from tests.workspaces import mlflow_query, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 IMPOSSIBLE = "psnr_rain_gain/seen"
 
 
-def test_a_candidate_that_fails_the_gate_does_not_move_the_champion(tmp_path):
-    workspace, env, params = make_workspace(tmp_path)
+def test_a_candidate_that_fails_the_gate_does_not_move_the_champion(retrained_copy):
+    workspace, env = retrained_copy["workspace"], retrained_copy["env"]
+    params = copy.deepcopy(retrained_copy["params"])
     flow = [sys.executable, "-m", "flows", "retrain", "--root", str(workspace)]
-    run(flow, workspace, env)
     first = json.loads((workspace / params["paths"]["registry"] / "decision.json").read_text())
     assert first["promote"] is True and first["champion_version"] == first["version"]
 

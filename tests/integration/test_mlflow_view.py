@@ -4,6 +4,7 @@ prior's own identity. Real MLflow on SQLite, real git."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -146,8 +147,8 @@ def test_dvc_plots_show_the_chosen_series(tmp_path):
     (tmp_path / "build/model/log.csv").write_text("step,loss,psnr_rain/val,psnr_bg/val,last\n" + rows + "\n")
     (tmp_path / "build/prior/log.csv").write_text("step,loss,val_recon_psnr,val_codebook_usage\n1,1,20,0.5\n2,0.5,22,0.6\n")
     _git(tmp_path, "init", "-q")
-    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True, capture_output=True)
-    out = subprocess.run(["dvc", "plots", "show", "--json"], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True, capture_output=True)
+    out = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
     data = json.loads(out)["data"]
 
     def y_fields(name: str) -> set:

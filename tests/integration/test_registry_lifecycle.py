@@ -1,7 +1,8 @@
 """The registry never lies: real flow on a tiny workspace, real `raincheck register` on SQLite.
 
-One flow run builds the workspace; each test then points MLFLOW_TRACKING_URI at its own fresh
-SQLite registry, so the cases (crash, concurrency, history, typos) do not share registry state.
+The module works on its own copy of the shared retrained workspace (one flow run); each test then
+points MLFLOW_TRACKING_URI at its own fresh SQLite registry, so the cases (crash, concurrency,
+history, typos) do not share registry state.
 """
 
 from __future__ import annotations
@@ -15,18 +16,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.workspaces import make_workspace, mlflow_query, run
+from tests.workspaces import mlflow_query, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL = "raincheck-derain"
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> dict:
-    base = tmp_path_factory.mktemp("lifecycle")
-    workspace, env, params = make_workspace(base)
-    flow = run([sys.executable, "-m", "flows", "retrain", "--root", str(workspace)], workspace, env)
-    return {"workspace": workspace, "env": env, "params": params, "stdout": flow.stdout, "base": base}
+def built(retrained_copy, tmp_path_factory) -> dict:
+    """This module's copy of the workspace after one flow run (version 1 registered)."""
+    return {**retrained_copy, "base": tmp_path_factory.mktemp("lifecycle")}
 
 
 def sha256(path: Path) -> str:

@@ -16,9 +16,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def study_run(retrained):
-    # The pool must exist and be tracked before the cells can share it: reuse the retrained workspace.
-    workspace, env, params = retrained["workspace"], retrained["env"], dict(retrained["params"])
+def study_run(retrained_copy):
+    # The pool must exist and be tracked before the cells can share it: reuse (a copy of) the
+    # retrained workspace, so the shared one stays as the other modules' copies expect it.
+    workspace, env, params = retrained_copy["workspace"], retrained_copy["env"], dict(retrained_copy["params"])
     params["study"] = {
         "grid": {"curate.selection.n_backgrounds": [16, 24, 100000]},  # 100000: more than the pool has
         "seeds": [1],
