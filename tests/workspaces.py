@@ -91,6 +91,18 @@ def mlflow_query(workspace: Path, env: dict, body: str) -> str:
     return run([sys.executable, "-c", script], workspace, env).stdout.strip().splitlines()[-1]
 
 
+def mlflow_client(workspace: Path, env: dict):
+    """An MlflowClient in this process on the store a command run with `env` in `workspace` uses
+    (its MLFLOW_TRACKING_URI, else the workspace's project-local SQLite): reading the registry
+    here costs milliseconds, where a child process (mlflow_query) spends seconds importing MLflow."""
+    from mlflow import MlflowClient
+
+    from pipeline.runtime import project_environment
+
+    uri = project_environment(workspace, dict(env))["MLFLOW_TRACKING_URI"]
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def copy_workspace(source: Path, dest: Path) -> Path:
     """A private copy of a workspace with its `.raincheck` state (MLflow registry and artifacts, DVC
     cache): a test that promotes, registers or retrains there leaves the source as it was.

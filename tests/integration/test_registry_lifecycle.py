@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.workspaces import mlflow_query, run
+from tests.workspaces import mlflow_client, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL = "raincheck-derain"
@@ -45,14 +45,20 @@ def register(workspace: Path, env: dict, check: bool = True) -> subprocess.Compl
 
 
 def registry_state(workspace: Path, env: dict) -> dict:
-    return json.loads(mlflow_query(workspace, env, (
-        f"vs = sorted(c.search_model_versions(\"name='{MODEL}'\"), key=lambda v: int(v.version))\n"
-        "def alias(a):\n"
-        "    try: return str(c.get_model_version_by_alias('" + MODEL + "', a).version)\n"
-        "    except Exception: return None\n"
-        "print(json.dumps({'versions': [{'version': str(v.version), 'tags': v.tags} for v in vs],"
-        " 'candidate': alias('candidate'), 'champion': alias('champion')}))\n"
-    )))
+    """The registry's versions (number and tags, in order) and the two aliases, read in this process."""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client(workspace, env)
+    versions = sorted(client.search_model_versions(f"name='{MODEL}'"), key=lambda v: int(v.version))
+
+    def alias(name: str) -> str | None:
+        try:
+            return str(client.get_model_version_by_alias(MODEL, name).version)
+        except MlflowException:
+            return None
+
+    return {"versions": [{"version": str(v.version), "tags": v.tags} for v in versions],
+            "candidate": alias("candidate"), "champion": alias("champion")}
 
 
 def test_candidate_alias_holds_the_workspace_model(built):
