@@ -74,16 +74,17 @@ def _rss_now_mb() -> float:
 
 
 def random_checkpoint(params_path: Path, out: Path) -> str:
-    """The params' architecture with random weights, saved as a model.pt."""
+    """The params' architecture with random weights and its mask forced open (the rainy path, as in
+    bench_evaluate), saved as a model.pt."""
     import torch
 
-    from pipeline.config import PRIOR_ARCHITECTURES, load_params
-    from pipeline.models.factory import create_model, derain_checkpoint
+    from bench_evaluate import build_model
+    from pipeline.config import PRIOR_ARCHITECTURES
+    from pipeline.models.factory import derain_checkpoint
 
-    params = load_params(params_path)
-    prior = create_model(params.prior.model) if params.train.model.type in PRIOR_ARCHITECTURES else None
-    model = create_model(params.train.model, prior=prior)
-    torch.save(derain_checkpoint(params.train.model, model.state_dict(), params.prior.model if prior is not None else None), out)
+    model, params = build_model(params_path, "cpu")
+    prior_spec = params.prior.model if params.train.model.type in PRIOR_ARCHITECTURES else None
+    torch.save(derain_checkpoint(params.train.model, model.state_dict(), prior_spec), out)
     return str(out)
 
 

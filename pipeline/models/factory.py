@@ -123,11 +123,18 @@ def load_prior(path: Path | str):
 
 
 def _as_evaluated(spec: dict) -> dict:
-    """The spec with which a saved model was evaluated and gated: a mask model saved before
-    `shower_check` existed gets 0 (off), not today's default."""
-    if isinstance(spec, dict) and spec.get("type") in ("masked_prior", "masked_fused") and "shower_check" not in spec:
-        return {**spec, "shower_check": 0.0}
-    return spec
+    """The spec with which a saved model was evaluated and gated: a model of an architecture that
+    has a `shower_check` field, saved before that field existed, gets 0 (off), not today's default."""
+    if not isinstance(spec, dict) or "shower_check" in spec or not isinstance(spec.get("type"), str):
+        return spec
+    from pipeline.models.registry import architecture
+
+    _register_builtins()
+    try:
+        fields = architecture(spec["type"]).spec_class.model_fields
+    except ValueError:  # an unknown type: create_model names the registered ones
+        return spec
+    return {**spec, "shower_check": 0.0} if "shower_check" in fields else spec
 
 
 def load_derain_model(path: Path | str):

@@ -147,15 +147,19 @@ class MaskedComposition(DerainNet):
         return mask * (shower_spread(mask) >= self.shower_check).to(mask.dtype).view(-1, 1, 1, 1)
 
     def restore(self, x: torch.Tensor, return_latent: bool):
-        drawn, latent = self.branch.restore(x, return_latent)
         heads = self._heads(x)
         logits = heads[:, :1]
+        mask, excess = self._gated(x, self._mask(logits))
+        mask = self._checked(mask)
+        if not (self.training or return_latent) and not bool(mask.any()):
+            # Nothing to re-draw in the whole batch (a dry photo, or one the shower check left
+            # alone): skip the branch, the costlier half of the forward. lerp with m = 0 is x exactly.
+            return x, None
+        drawn, latent = self.branch.restore(x, return_latent)
         if self.training:
             self.aux = {"mask_logits": logits, "drawn": drawn}
         if self.darken:  # every rain model here adds light: where the re-drawing is brighter, keep x
             drawn = torch.minimum(drawn, x)
-        mask, excess = self._gated(x, self._mask(logits))
-        mask = self._checked(mask)
         if self.subtract:
             light = torch.sigmoid(heads[:, 1:2])
             if excess is not None:  # the rain's light cannot exceed the pixel's excess over its surroundings

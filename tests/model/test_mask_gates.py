@@ -174,3 +174,29 @@ def test_a_checkpoint_saved_before_the_shower_check_loads_with_it_off(tmp_path):
     torch.save(saved, tmp_path / "before.pt")
     assert load_derain_model(tmp_path / "now.pt").shower_check == 0.45
     assert load_derain_model(tmp_path / "before.pt").shower_check == 0.0
+
+
+def test_a_batch_with_nothing_to_re_draw_skips_the_branch_and_comes_back_bit_for_bit():
+    """At inference, when every mask of the batch is 0 (the shower check left the image alone) the
+    re-drawing branch is not run; with one marked pixel it is, and in training it always is."""
+    torch.manual_seed(0)
+    prior = create_model("vq_autoencoder_tiny").eval()
+    model = create_model("masked_prior_tiny", prior=prior, bright_gate=11, shower_check=0.45).eval()
+    calls = []
+    run_branch = model.branch.restore
+    model.branch.restore = lambda x, return_latent: calls.append(x.shape) or run_branch(x, return_latent)
+    with torch.no_grad():
+        model.mask_head.to_logits.bias.fill_(1e4)
+        assert torch.equal(model(shower()), shower()) and calls == []  # marks on one object: checked away
+        assert not torch.equal(model(downpour()), downpour()) and len(calls) == 1
+        model.train()(shower())
+        assert len(calls) == 2
+
+
+def test_the_evaluated_spec_adds_the_check_only_to_architectures_that_have_it():
+    from pipeline.models.factory import _as_evaluated
+
+    assert _as_evaluated({"type": "masked_fused", "blocks": 1})["shower_check"] == 0.0
+    assert _as_evaluated({"type": "masked_prior", "shower_check": 0.45})["shower_check"] == 0.45
+    assert "shower_check" not in _as_evaluated({"type": "resnet", "channels": 8})
+    assert _as_evaluated({"type": "no_such_type"}) == {"type": "no_such_type"}
