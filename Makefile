@@ -33,12 +33,10 @@ help:
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "[raincheck] installing packages into $(VENV) (first time: a few minutes)"
-	@$(PY) -m pip install -q --disable-pip-version-check --no-compile -r requirements.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
-	@$(PY) -m pip install -q --disable-pip-version-check --no-compile --no-deps -e . 2>&1 | { grep -v "is ignored: it is neither" || true; }
-	@# pip byte-compiles on one core; compileall on every core (-j 0) is ~30 s faster here. Without the
-	@# .pyc files every process would compile torch, mlflow and prefect again (PYTHONDONTWRITEBYTECODE).
-	@# A few files that packages ship as data do not compile (pip skips them silently too): not fatal.
-	@$(PY) -m compileall -q -j 0 $$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"), sysconfig.get_path("platlib"))') >/dev/null 2>&1 || true
+	@# uv with pip's indexes and constraints, byte-compiled on every core (pip + compileall where uv
+	@# cannot be had). Without .pyc files every process would compile torch, mlflow and prefect again
+	@# (PYTHONDONTWRITEBYTECODE). pipeline/install.py says how; INSTALL_ARGS=--pip-only for pip.
+	@$(PY) -m pipeline.install $(INSTALL_ARGS) 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	@touch $(STAMP)
 
 venv: $(STAMP)

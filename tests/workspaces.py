@@ -85,22 +85,26 @@ def make_workspace(base: Path, photo_count: int = 10) -> tuple[Path, dict, dict]
     return workspace, env, params
 
 
-def mlflow_query(workspace: Path, env: dict, body: str) -> str:
-    """Run Python against the workspace's MLflow (project-local SQLite); returns the last line printed."""
-    script = "import json, mlflow\nfrom pipeline.runtime import project_environment\nproject_environment('.')\nc = mlflow.MlflowClient()\n" + body
-    return run([sys.executable, "-c", script], workspace, env).stdout.strip().splitlines()[-1]
-
-
 def mlflow_client(workspace: Path, env: dict):
     """An MlflowClient in this process on the store a command run with `env` in `workspace` uses
     (its MLFLOW_TRACKING_URI, else the workspace's project-local SQLite): reading the registry
-    here costs milliseconds, where a child process (mlflow_query) spends seconds importing MLflow."""
+    here costs milliseconds, where a child process would spend seconds importing MLflow."""
     from mlflow import MlflowClient
 
     from pipeline.runtime import project_environment
 
     uri = project_environment(workspace, dict(env))["MLFLOW_TRACKING_URI"]
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def alias_version(client, alias: str, model: str = "raincheck-derain") -> str | None:
+    """The version (as a string) that `alias` points at, or None when the alias is not set."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(model, alias).version)
+    except MlflowException:
+        return None
 
 
 def copy_workspace(source: Path, dest: Path) -> Path:

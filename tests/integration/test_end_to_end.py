@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.workspaces import mlflow_query, run
+from tests.workspaces import mlflow_client, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,11 +39,10 @@ def test_metrics_files_hold_finite_numbers(finished_run):
 
 def test_version_registered_with_lineage_and_alias(finished_run):
     workspace, env = finished_run["workspace"], finished_run["env"]
-    out = json.loads(mlflow_query(workspace, env, (
-        "v = c.get_model_version_by_alias('raincheck-derain', 'candidate')\n"
-        "p = c.get_model_version_by_alias('raincheck-prior', 'current')\n"
-        "print(json.dumps({'version': str(v.version), 'tags': v.tags, 'prior': str(p.version)}))\n"
-    )))
+    client = mlflow_client(workspace, env)
+    candidate = client.get_model_version_by_alias("raincheck-derain", "candidate")
+    prior = client.get_model_version_by_alias("raincheck-prior", "current")
+    out = {"version": str(candidate.version), "tags": candidate.tags, "prior": str(prior.version)}
     assert out["version"] == "1"
     tags = out["tags"]
     assert len(tags["git_commit"]) == 40

@@ -18,7 +18,7 @@ import yaml
 
 from PIL import Image
 
-from tests.workspaces import mlflow_query, run
+from tests.workspaces import mlflow_client, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -44,12 +44,10 @@ def test_a_candidate_that_fails_the_gate_does_not_move_the_champion(retrained_co
     assert decision["promote"] is False
     assert any(reason.startswith(f"FAIL {IMPOSSIBLE}") for reason in decision["reasons"]), decision["reasons"]
     assert decision["champion_version"] == first["version"]
-    aliases = json.loads(mlflow_query(workspace, env, (
-        "champion = c.get_model_version_by_alias('raincheck-derain', 'champion')\n"
-        "candidate = c.get_model_version_by_alias('raincheck-derain', 'candidate')\n"
-        "print(json.dumps({'champion': str(champion.version), 'candidate': str(candidate.version), "
-        "'gate': candidate.tags.get('gate')}))\n"
-    )))
+    client = mlflow_client(workspace, env)
+    champion = client.get_model_version_by_alias("raincheck-derain", "champion")
+    candidate = client.get_model_version_by_alias("raincheck-derain", "candidate")
+    aliases = {"champion": str(champion.version), "candidate": str(candidate.version), "gate": candidate.tags.get("gate")}
     assert aliases == {"champion": first["version"], "candidate": decision["version"], "gate": "failed"}
 
     # build/registry/report.png: the evaluation report titled with version, commit and verdict
@@ -59,6 +57,5 @@ def test_a_candidate_that_fails_the_gate_does_not_move_the_champion(retrained_co
         assert image.height > evaluation.height and image.width == evaluation.width
     assert title.startswith(f"raincheck-derain v{decision['version']} (candidate, not promoted) · commit {commit[:8]}"), title
     assert f" · gate FAIL: {IMPOSSIBLE} = " in title, title
-    artifacts = json.loads(mlflow_query(workspace, env, (
-        f"print(json.dumps([a.path for a in c.list_artifacts({decision['run_id']!r}, 'reports/registry')]))\n")))
+    artifacts = [a.path for a in client.list_artifacts(decision["run_id"], "reports/registry")]
     assert "reports/registry/report.png" in artifacts and "reports/registry/decision.json" in artifacts

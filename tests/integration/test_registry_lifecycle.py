@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.workspaces import mlflow_client, run
+from tests.workspaces import alias_version, mlflow_client, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL = "raincheck-derain"
@@ -46,19 +46,10 @@ def register(workspace: Path, env: dict, check: bool = True) -> subprocess.Compl
 
 def registry_state(workspace: Path, env: dict) -> dict:
     """The registry's versions (number and tags, in order) and the two aliases, read in this process."""
-    from mlflow.exceptions import MlflowException
-
     client = mlflow_client(workspace, env)
     versions = sorted(client.search_model_versions(f"name='{MODEL}'"), key=lambda v: int(v.version))
-
-    def alias(name: str) -> str | None:
-        try:
-            return str(client.get_model_version_by_alias(MODEL, name).version)
-        except MlflowException:
-            return None
-
     return {"versions": [{"version": str(v.version), "tags": v.tags} for v in versions],
-            "candidate": alias("candidate"), "champion": alias("champion")}
+            "candidate": alias_version(client, "candidate", MODEL), "champion": alias_version(client, "champion", MODEL)}
 
 
 def test_candidate_alias_holds_the_workspace_model(built):

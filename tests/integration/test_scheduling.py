@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import yaml
 
-from tests.workspaces import make_workspace, mlflow_query, run, write_photos
+from tests.workspaces import alias_version, make_workspace, mlflow_client, run, write_photos
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DEPLOYMENT = "retrain/scheduled-retrain"
@@ -51,16 +51,12 @@ def _trigger(served, parameters: dict | None = None) -> dict:
 
 
 def _versions(served) -> list[str]:
-    return json.loads(mlflow_query(served["workspace"], served["env"], "print(json.dumps([str(v.version) for v in c.search_model_versions(\"name='raincheck-derain'\")]))\n"))
+    client = mlflow_client(served["workspace"], served["env"])
+    return [str(v.version) for v in client.search_model_versions("name='raincheck-derain'")]
 
 
 def _champion(served) -> str | None:
-    return json.loads(mlflow_query(served["workspace"], served["env"], (
-        "from mlflow.exceptions import MlflowException\n"
-        "try:\n    v = str(c.get_model_version_by_alias('raincheck-derain', 'champion').version)\n"
-        "except MlflowException:\n    v = None\n"
-        "print(json.dumps(v))\n"
-    )))
+    return alias_version(mlflow_client(served["workspace"], served["env"]), "champion")
 
 
 def _latest_summary(served) -> str:

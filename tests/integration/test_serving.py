@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.workspaces import mlflow_query, run
+from tests.workspaces import alias_version, mlflow_client, run
 
 SHARED_STATE = (".raincheck/mlflow.db",)
 
@@ -46,12 +46,7 @@ def _raincheck(ws, *args: str, check: bool = True) -> subprocess.CompletedProces
 
 
 def _alias(ws, alias: str) -> str | None:
-    return json.loads(mlflow_query(ws["workspace"], ws["env"], (
-        "from mlflow.exceptions import MlflowException\n"
-        f"try:\n    v = str(c.get_model_version_by_alias('raincheck-derain', '{alias}').version)\n"
-        "except MlflowException:\n    v = None\n"
-        "print(json.dumps(v))\n"
-    )))
+    return alias_version(mlflow_client(ws["workspace"], ws["env"]), alias)
 
 
 def test_registry_show_promote_and_rollback(ws):
