@@ -27,7 +27,7 @@ PACKAGES = ("pipeline", "flows")
 
 # Top to bottom. Within a layer the packages are independent of each other (grimp's default).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("flows", "pipeline.__main__", "pipeline.layering"),  # Prefect flows; `python -m pipeline`; this check
+    ("flows", "pipeline.__main__", "pipeline.layering", "pipeline.install"),  # Prefect flows; `python -m pipeline`; this check; `make venv`
     ("pipeline.cli",),  # the command line: one subcommand per step, registry, predict, serve-model
     ("pipeline.registry", "pipeline.study_report", "pipeline.study_apply"),  # registration and the gate; the study's outputs and `study apply`
     ("pipeline.training", "pipeline.serving", "pipeline.study_stats", "pipeline.workspace", "pipeline.profiles",
