@@ -3,7 +3,7 @@
     python -m pipeline.install [--requirements requirements.txt] [--pip-only]
 
 uv installs in parallel, from its cache, and byte-compiles on every core: a fresh environment took
-89 s here against 214 s with pip plus `compileall` (README, "Quickstart"). uv does not read pip's
+86 s here against 229 s with pip plus `compileall`, one after the other (README, "Quickstart"). uv does not read pip's
 configuration, so the indexes, find-links, constraints and CA bundle that pip is configured with
 (`pip config list`: files and PIP_* variables) are passed on to it, and it picks the best version
 over all indexes, as pip does. Where uv cannot be installed (no index that has it) or fails, pip
@@ -21,6 +21,9 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: requirements.txt and the editable install
+PIP_INSTALL = ("-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile")
 
 # pip's configuration key -> uv's option; a key that holds several values (space-separated) gives
 # the option once per value.
@@ -56,21 +59,20 @@ def _run(command: list[str], env: dict | None = None) -> bool:
 
 def install_with_uv(requirements: Path, settings: dict[str, list[str]]) -> bool:
     """uv into this environment (from pip's indexes), then the requirements and raincheck itself."""
-    pip = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile"]
-    if not _run([*pip, "uv"]):
+    if not _run([sys.executable, *PIP_INSTALL, "uv"]):
         return False
     env = dict(os.environ)
     if settings.get("cert"):  # pip's CA bundle (a proxy's certificate, say) for uv's downloads too
         env.setdefault("SSL_CERT_FILE", settings["cert"][0])
     uv = [sys.executable, "-m", "uv", "pip", "install", "--quiet", "--python", sys.executable, *uv_arguments(settings)]
-    return _run([*uv, "--compile-bytecode", "-r", str(requirements)], env) and _run([*uv, "--no-deps", "-e", "."], env)
+    return _run([*uv, "--compile-bytecode", "-r", str(requirements)], env) and _run([*uv, "--no-deps", "-e", str(ROOT)], env)
 
 
 def install_with_pip(requirements: Path) -> bool:
     """pip, without byte-compiling (it compiles on one core), then compileall on every core. A few
     files that packages ship as data do not compile (pip skips them silently too): not fatal."""
-    pip = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile"]
-    if not (_run([*pip, "-r", str(requirements)]) and _run([*pip, "--no-deps", "-e", "."])):
+    pip = [sys.executable, *PIP_INSTALL]
+    if not (_run([*pip, "-r", str(requirements)]) and _run([*pip, "--no-deps", "-e", str(ROOT)])):
         return False
     folders = sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
     subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", *folders], capture_output=True, check=False)
@@ -79,7 +81,7 @@ def install_with_pip(requirements: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requirements", type=Path, default=Path("requirements.txt"))
+    parser.add_argument("--requirements", type=Path, default=ROOT / "requirements.txt", help="default: the checkout's")
     parser.add_argument("--pip-only", action="store_true", help="install with pip (+ compileall), not uv")
     args = parser.parse_args(argv)
     if sys.prefix == sys.base_prefix:
