@@ -97,14 +97,13 @@ def mlflow_client(workspace: Path, env: dict):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def alias_version(client, alias: str, model: str = "raincheck-derain") -> str | None:
-    """The version (as a string) that `alias` points at, or None when the alias is not set."""
-    from mlflow.exceptions import MlflowException
+def alias_number(client, alias: str, model: str = "raincheck-derain") -> str | None:
+    """The number (a string) of the version `alias` points at, or None when it is not set
+    (pipeline.tracking.alias_version, as the registration reads it)."""
+    from pipeline.tracking import alias_version
 
-    try:
-        return str(client.get_model_version_by_alias(model, alias).version)
-    except MlflowException:
-        return None
+    version = alias_version(client, model, alias)
+    return None if version is None else str(version.version)
 
 
 def copy_workspace(source: Path, dest: Path) -> Path:

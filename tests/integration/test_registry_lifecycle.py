@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.workspaces import alias_version, mlflow_client, run
+from tests.workspaces import alias_number, mlflow_client, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL = "raincheck-derain"
@@ -49,7 +49,7 @@ def registry_state(workspace: Path, env: dict) -> dict:
     client = mlflow_client(workspace, env)
     versions = sorted(client.search_model_versions(f"name='{MODEL}'"), key=lambda v: int(v.version))
     return {"versions": [{"version": str(v.version), "tags": v.tags} for v in versions],
-            "candidate": alias_version(client, "candidate", MODEL), "champion": alias_version(client, "champion", MODEL)}
+            "candidate": alias_number(client, "candidate", MODEL), "champion": alias_number(client, "champion", MODEL)}
 
 
 def test_candidate_alias_holds_the_workspace_model(built):

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import yaml
 
-from tests.workspaces import alias_version, make_workspace, mlflow_client, run, write_photos
+from tests.workspaces import alias_number, make_workspace, mlflow_client, run, write_photos
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DEPLOYMENT = "retrain/scheduled-retrain"
@@ -56,7 +56,7 @@ def _versions(served) -> list[str]:
 
 
 def _champion(served) -> str | None:
-    return alias_version(mlflow_client(served["workspace"], served["env"]), "champion")
+    return alias_number(mlflow_client(served["workspace"], served["env"]), "champion")
 
 
 def _latest_summary(served) -> str:

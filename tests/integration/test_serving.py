@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.workspaces import alias_version, mlflow_client, run
+from tests.workspaces import alias_number, mlflow_client, run
 
 SHARED_STATE = (".raincheck/mlflow.db",)
 
@@ -46,7 +46,7 @@ def _raincheck(ws, *args: str, check: bool = True) -> subprocess.CompletedProces
 
 
 def _alias(ws, alias: str) -> str | None:
-    return alias_version(mlflow_client(ws["workspace"], ws["env"]), alias)
+    return alias_number(mlflow_client(ws["workspace"], ws["env"]), alias)
 
 
 def test_registry_show_promote_and_rollback(ws):
